@@ -1,0 +1,9 @@
+module tandem
+
+go 1.26.0
+
+require (
+	github.com/vishvananda/netns v0.0.5 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
