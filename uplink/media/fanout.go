@@ -1,0 +1,133 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// ErrReaderTooSlow is returned to a reader the writer has lapped: it missed
+// items that are gone from the ring. The reader must stop (a slow listener
+// is dropped) or start again from the newest items.
+var ErrReaderTooSlow = errors.New("reader fell behind the stream and was dropped")
+
+// ErrFanoutClosed is returned once the writer closed the fan-out and the
+// reader has read everything that was written.
+var ErrFanoutClosed = errors.New("stream ended")
+
+// Fanout is a ring that one writer fills and many readers drain at their own
+// pace. A write never blocks on a reader: a reader that falls more than the
+// ring's size behind learns so with ErrReaderTooSlow. Items are shared, not
+// copied: the writer must not modify an item after writing it.
+type Fanout[T any] struct {
+	mu     sync.Mutex
+	ring   []T
+	next   uint64 // sequence number of the next write
+	wake   chan struct{}
+	closed bool
+}
+
+// NewFanout makes a fan-out that keeps the last size items.
+func NewFanout[T any](size int) *Fanout[T] {
+	if size < 1 {
+		size = 1
+	}
+	return &Fanout[T]{ring: make([]T, size), wake: make(chan struct{})}
+}
+
+// Write appends an item and wakes every waiting reader.
+func (f *Fanout[T]) Write(item T) {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.ring[f.next%uint64(len(f.ring))] = item
+	f.next++
+	w := f.wake
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+	close(w)
+}
+
+// Close ends the stream: readers get what is left, then ErrFanoutClosed.
+func (f *Fanout[T]) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	f.closed = true
+	close(f.wake)
+}
+
+// Written is the number of items written so far.
+func (f *Fanout[T]) Written() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.next
+}
+
+// Reader is one consumer's position in a Fanout.
+type Reader[T any] struct {
+	f   *Fanout[T]
+	pos uint64
+}
+
+// NewReader starts a reader burst items back from the newest (0: only new
+// items), never further back than the ring holds.
+func (f *Fanout[T]) NewReader(burst int) *Reader[T] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if burst < 0 {
+		burst = 0
+	}
+	if burst > len(f.ring) {
+		burst = len(f.ring)
+	}
+	pos := uint64(0)
+	if f.next > uint64(burst) {
+		pos = f.next - uint64(burst)
+	}
+	return &Reader[T]{f: f, pos: pos}
+}
+
+// Read appends every item available to dst, waiting for at least one, and
+// returns the extended slice. It fails with ErrReaderTooSlow if items were
+// lost, ErrFanoutClosed at the end, or ctx's error.
+func (r *Reader[T]) Read(ctx context.Context, dst []T) ([]T, error) {
+	for {
+		f := r.f
+		f.mu.Lock()
+		size := uint64(len(f.ring))
+		if f.next-r.pos > size {
+			f.mu.Unlock()
+			return dst, ErrReaderTooSlow
+		}
+		if r.pos < f.next {
+			for ; r.pos < f.next; r.pos++ {
+				dst = append(dst, f.ring[r.pos%size])
+			}
+			f.mu.Unlock()
+			return dst, nil
+		}
+		if f.closed {
+			f.mu.Unlock()
+			return dst, ErrFanoutClosed
+		}
+		w := f.wake
+		f.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return dst, ctx.Err()
+		}
+	}
+}
+
+// Lag is how many written items this reader has not read yet.
+func (r *Reader[T]) Lag() uint64 {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return r.f.next - r.pos
+}

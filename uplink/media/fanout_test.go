@@ -1,0 +1,106 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestFanoutReadersSeeEveryItemInOrder(t *testing.T) {
+	f := NewFanout[int](64)
+	const n = 10000
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		rd := f.NewReader(0)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := 0
+			var buf []int
+			for {
+				var err error
+				buf, err = rd.Read(context.Background(), buf[:0])
+				for _, v := range buf {
+					if v != want {
+						t.Errorf("got %d, want %d", v, want)
+						return
+					}
+					want++
+				}
+				if errors.Is(err, ErrFanoutClosed) {
+					if want != n {
+						t.Errorf("reader ended at %d, want %d", want, n)
+					}
+					return
+				}
+				if errors.Is(err, ErrReaderTooSlow) {
+					// Allowed under load; the test then only checks order.
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		f.Write(i)
+		if i%32 == 0 {
+			time.Sleep(time.Microsecond)
+		}
+	}
+	f.Close()
+	wg.Wait()
+}
+
+func TestFanoutSlowReaderIsDroppedWithoutStallingOthers(t *testing.T) {
+	f := NewFanout[int](8)
+	slow := f.NewReader(0)
+	fast := f.NewReader(0)
+	for i := 0; i < 20; i++ {
+		f.Write(i)
+		got, err := fast.Read(context.Background(), nil)
+		if err != nil || len(got) != 1 || got[0] != i {
+			t.Fatalf("fast reader: %v %v", got, err)
+		}
+	}
+	if _, err := slow.Read(context.Background(), nil); !errors.Is(err, ErrReaderTooSlow) {
+		t.Fatalf("slow reader: %v, want ErrReaderTooSlow", err)
+	}
+}
+
+func TestFanoutBurstAndCancel(t *testing.T) {
+	f := NewFanout[int](8)
+	for i := 0; i < 20; i++ {
+		f.Write(i)
+	}
+	got, err := f.NewReader(5).Read(context.Background(), nil)
+	if err != nil || len(got) != 5 || got[0] != 15 {
+		t.Fatalf("burst of 5: %v %v", got, err)
+	}
+	got, _ = f.NewReader(100).Read(context.Background(), nil)
+	if len(got) != 8 || got[0] != 12 {
+		t.Fatalf("burst larger than ring: %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := f.NewReader(0).Read(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting read: %v, want deadline exceeded", err)
+	}
+}
+
+func BenchmarkFanoutWrite1000Readers(b *testing.B) {
+	f := NewFanout[[]byte](256)
+	readers := make([]*Reader[[]byte], 1000)
+	for i := range readers {
+		readers[i] = f.NewReader(0)
+	}
+	item := make([]byte, 400)
+	var buf [][]byte
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		f.Write(item)
+		for _, r := range readers {
+			buf, _ = r.Read(context.Background(), buf[:0])
+		}
+	}
+}
