@@ -1,0 +1,284 @@
+package srt
+
+/*
+#include <stdlib.h>
+#include "csrt.h"
+*/
+import "C"
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// srt_epoll event bits (srt.h SRT_EPOLL_OPT).
+const (
+	evIn  = 0x1
+	evOut = 0x4
+	evErr = 0x8
+	evET  = -1 << 31 // SRT_EPOLL_ET, 1u<<31 as a C int
+)
+
+const (
+	pollBatch   = 256                   // events taken per srt_epoll_uwait
+	pollWaitMs  = 100                   // bound on how long stop() waits
+	pollTick    = time.Second           // stats refresh and wake-up safety net
+	pollBackoff = 20 * time.Millisecond // after an unexpected wait error
+)
+
+// pollEntry is one socket's link to the poller. The poller never blocks on
+// it: rd and wr hold at most one pending wake-up token each.
+type pollEntry struct {
+	rd     chan struct{} // IN or ERR: data to read, a connection to accept, or a failure
+	wr     chan struct{} // OUT or ERR: connect finished (or failed)
+	parked atomic.Int32  // readers currently parked on rd
+	poked  atomic.Bool   // the safety net (not an event) filled rd
+	conn   *Conn         // for the periodic stats sample; nil for listeners and dialling sockets
+	mask   int           // subscribed events (guarded by poller.mu)
+	gone   bool          // unsubscribed after ERR (guarded by poller.mu)
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// poller is the package's single srt_epoll set and the one goroutine that
+// waits on it. See doc.go for the threading model.
+type poller struct {
+	eid     C.int
+	mu      sync.Mutex
+	entries map[C.SRTSOCKET]*pollEntry
+	quit    atomic.Bool
+	done    chan struct{}
+
+	// Diagnostics (tests): events dispatched, safety-net pokes, pokes
+	// after which the reader found data (an upper bound on lost edges: a
+	// real event racing with the poke also counts), sockets unsubscribed
+	// after ERR, and events carrying bits we did not subscribe to.
+	events    atomic.Int64
+	pokes     atomic.Int64
+	pokeHits  atomic.Int64
+	waitFails atomic.Int64
+	errDrops  atomic.Int64
+	strays    atomic.Int64
+}
+
+// safetyNet enables the once-a-tick wake-up of parked readers. Tests turn
+// it off to prove that no edge is lost without it.
+var safetyNet atomic.Bool
+
+func init() { safetyNet.Store(true) }
+
+func startPoller() (*poller, error) {
+	var e C.tsrt_err
+	eid := C.tsrt_epoll_create(&e)
+	if eid == -1 {
+		return nil, errFrom("epoll_create", &e)
+	}
+	p := &poller{
+		eid:     eid,
+		entries: make(map[C.SRTSOCKET]*pollEntry),
+		done:    make(chan struct{}),
+	}
+	go p.run()
+	return p, nil
+}
+
+// add subscribes s, edge-triggered, for events (evIn/evOut/evErr).
+func (p *poller) add(s C.SRTSOCKET, events int) (*pollEntry, error) {
+	ent := &pollEntry{rd: make(chan struct{}, 1), wr: make(chan struct{}, 1), mask: events}
+	// The entry exists before the subscription, so the first event finds it.
+	p.mu.Lock()
+	p.entries[s] = ent
+	p.mu.Unlock()
+	var e C.tsrt_err
+	enter()
+	r := C.tsrt_epoll_add(p.eid, s, C.int(events|evET), &e)
+	leave()
+	if r == -1 {
+		p.mu.Lock()
+		delete(p.entries, s)
+		p.mu.Unlock()
+		return nil, errFrom("epoll_add_usock", &e)
+	}
+	return ent, nil
+}
+
+// update changes the subscription of s (still edge-triggered). Mask and
+// subscription change together under p.mu, so the poller's repair of stray
+// bits never re-applies a stale mask.
+func (p *poller) update(s C.SRTSOCKET, events int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ent := p.entries[s]
+	if ent != nil {
+		ent.mask = events
+		if ent.gone {
+			return nil // broken meanwhile: stays unsubscribed, calls fail at once
+		}
+	}
+	var e C.tsrt_err
+	enter()
+	r := C.tsrt_epoll_update(p.eid, s, C.int(events|evET), &e)
+	leave()
+	if r == -1 {
+		return errFrom("epoll_update_usock", &e)
+	}
+	return nil
+}
+
+func (p *poller) setConn(s C.SRTSOCKET, c *Conn) {
+	p.mu.Lock()
+	if ent := p.entries[s]; ent != nil {
+		ent.conn = c
+	}
+	p.mu.Unlock()
+}
+
+func (p *poller) remove(s C.SRTSOCKET) {
+	enter()
+	C.tsrt_epoll_remove(p.eid, s)
+	leave()
+	p.mu.Lock()
+	delete(p.entries, s)
+	p.mu.Unlock()
+}
+
+// stop ends the poller goroutine (within pollWaitMs) and releases the epoll
+// set. Only called by Cleanup with no socket open.
+func (p *poller) stop() {
+	p.quit.Store(true)
+	<-p.done
+	C.tsrt_epoll_release(p.eid)
+}
+
+func (p *poller) run() {
+	defer close(p.done)
+	size := C.size_t(unsafe.Sizeof(C.SRT_EPOLL_EVENT{})) * pollBatch
+	mem := C.malloc(size)
+	defer C.free(mem)
+	evs := unsafe.Slice((*C.SRT_EPOLL_EVENT)(mem), pollBatch)
+	var gone, strays []C.SRTSOCKET
+	next := time.Now().Add(pollTick)
+	for !p.quit.Load() {
+		// The only place a thread blocks in libsrt for this package.
+		n := int(C.tsrt_epoll_wait(p.eid, &evs[0], pollBatch, pollWaitMs))
+		if n < 0 {
+			// Should not happen (ENABLE_EMPTY is set); never spin on it.
+			p.waitFails.Add(1)
+			time.Sleep(pollBackoff)
+		} else if n > 0 {
+			p.events.Add(int64(n))
+			gone, strays = gone[:0], strays[:0]
+			p.mu.Lock()
+			for i := 0; i < n; i++ {
+				s := evs[i].fd
+				ent := p.entries[s]
+				if ent == nil {
+					continue // removed meanwhile
+				}
+				ev := int(evs[i].events)
+				if ev&(evIn|evErr) != 0 {
+					notify(ent.rd)
+				}
+				if ev&(evOut|evErr) != 0 {
+					notify(ent.wr)
+				}
+				switch {
+				case ent.gone:
+				case ev&evErr != 0:
+					// Broken (or failed to connect). libsrt 1.5.1 then
+					// posts IN|OUT|ERR regardless of the subscription;
+					// edge-triggering clears only subscribed bits, so an
+					// unsubscribed OUT would be reported on every wait
+					// from now on: a busy loop. A broken socket needs no
+					// more events (every call on it fails at once), so
+					// unsubscribe it.
+					ent.gone = true
+					gone = append(gone, s)
+				case ev&^ent.mask != 0:
+					// Bits we never asked for would stick the same way:
+					// re-applying the subscription strips them.
+					strays = append(strays, s)
+				}
+			}
+			p.mu.Unlock()
+			for _, s := range gone {
+				// Final and idempotent (a racing Close removes it too);
+				// update() no longer touches a gone entry.
+				p.errDrops.Add(1)
+				enter()
+				C.tsrt_epoll_remove(p.eid, s)
+				leave()
+			}
+			for _, s := range strays {
+				p.strays.Add(1)
+				p.repair(s)
+			}
+		}
+		if now := time.Now(); now.After(next) {
+			next = now.Add(pollTick)
+			p.tick()
+		}
+	}
+}
+
+// repair re-applies the current subscription of s, stripping event bits
+// libsrt set that we did not subscribe to.
+func (p *poller) repair(s C.SRTSOCKET) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ent := p.entries[s]
+	if ent == nil || ent.gone {
+		return
+	}
+	enter()
+	C.tsrt_epoll_update(p.eid, s, C.int(ent.mask|evET), nil)
+	leave()
+}
+
+// tick refreshes every connection's stats sample (so a last sample exists
+// even if the owner never called Stats before the link broke) and wakes
+// readers that have been parked across a whole tick, as a safety net
+// against a lost edge. A poke costs one non-blocking srt_recvmsg2.
+func (p *poller) tick() {
+	p.mu.Lock()
+	conns := make([]*Conn, 0, len(p.entries))
+	for _, ent := range p.entries {
+		if ent.conn != nil {
+			conns = append(conns, ent.conn)
+		}
+		if safetyNet.Load() && ent.parked.Load() > 0 {
+			select {
+			case ent.rd <- struct{}{}:
+				ent.poked.Store(true)
+				p.pokes.Add(1)
+			default: // a real wake-up is already pending
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.sampleStats()
+	}
+}
+
+// pollDiag is a snapshot of the poller's counters (tests, debugging).
+type pollDiag struct {
+	Events, Pokes, PokeHits, WaitFails, ErrDrops, Strays int64
+}
+
+func diagnostics() pollDiag {
+	lib.mu.Lock()
+	p := lib.poll
+	lib.mu.Unlock()
+	if p == nil {
+		return pollDiag{}
+	}
+	return pollDiag{p.events.Load(), p.pokes.Load(), p.pokeHits.Load(), p.waitFails.Load(), p.errDrops.Load(), p.strays.Load()}
+}
