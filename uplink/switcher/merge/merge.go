@@ -125,6 +125,7 @@ const (
 	EventHoleStart EventKind = "hole-start"
 	EventHoleEnd   EventKind = "hole-end"
 	EventResync    EventKind = "resync"
+	EventHold      EventKind = "hold"
 )
 
 // maxBehind is how late the output may fall before it restarts its clock.
@@ -179,7 +180,15 @@ type input struct {
 	hasRef   bool
 	lastSeen time.Time
 	// since is when the input's current run of frames without a stall began.
-	since    time.Time
+	since time.Time
+	// zero is this input's own arrival envelope (see Merge.zero), and
+	// jitter the most any of its frames arrived after it, this window and
+	// the last: a bursty publisher (several frames per PES) needs that much
+	// more hold.
+	zero     time.Time
+	hasZero  bool
+	jitter   [2]time.Duration
+	minLate  time.Duration // smallest lateness this window: drift, not jitter
 	slots    []slot
 	counters InputCounters
 }
@@ -202,7 +211,8 @@ type Merge struct {
 	hasZero   bool
 	winMin    time.Duration // lowest lateness seen in the current drift window
 	winStart  time.Time
-	lastFrame time.Time // last time any input delivered a frame
+	lastFrame time.Time     // last time any input delivered a frame
+	hold      time.Duration // cfg.Hold widened to cover the inputs' own jitter
 	inHole    bool
 
 	counters Counters
@@ -214,7 +224,7 @@ type Merge struct {
 // silence is a raw access unit of that configuration that decodes to silence.
 func New(cfg Config, audio media.AudioConfig, silence []byte) *Merge {
 	cfg = cfg.withDefaults()
-	m := &Merge{cfg: cfg, audio: audio, silence: silence}
+	m := &Merge{cfg: cfg, audio: audio, silence: silence, hold: cfg.Hold}
 	for i := range m.in {
 		m.in[i].slots = make([]slot, cfg.Window)
 		for j := range m.in[i].slots {
@@ -361,13 +371,80 @@ func (m *Merge) skip(k int64) {
 	m.zero = m.zero.Add(m.sinceZero(m.next+k) - m.sinceZero(m.next))
 	for i := range m.in {
 		m.in[i].shift -= k
+		m.in[i].hasZero = false
 		m.clearSlots(Role(i))
 	}
 }
 
 // Deadline is when output index n is due.
 func (m *Merge) deadline(n int64) time.Time {
-	return m.zero.Add(m.sinceZero(n) + m.cfg.Hold)
+	return m.zero.Add(m.sinceZero(n) + m.hold)
+}
+
+// Hold is the current wait past a frame's earliest expected arrival: the
+// configured hold, or more while an input delivers in bursts.
+func (m *Merge) Hold() time.Duration { return m.hold }
+
+// maxHold bounds how far a bursty input can stretch the hold.
+const maxHold = 2 * time.Second
+
+// startupAllowance is extra hold while a new online period learns its
+// inputs' jitter.
+const startupAllowance = 250 * time.Millisecond
+
+// jitterMargin is added to an input's measured burst spread.
+const jitterMargin = 20 * time.Millisecond
+
+// trackJitter updates input r's own envelope with a frame for output index
+// n arriving at now, and widens the hold if the input is burstier than the
+// hold covers.
+func (m *Merge) trackJitter(now time.Time, r Role, n int64) {
+	in := &m.in[r]
+	implied := now.Add(-m.sinceZero(n))
+	if !in.hasZero || implied.Before(in.zero) {
+		in.zero, in.hasZero = implied, true
+		in.minLate = 0
+		return
+	}
+	late := implied.Sub(in.zero)
+	if late < in.minLate {
+		in.minLate = late
+	}
+	if late > in.jitter[0] {
+		in.jitter[0] = late
+		if h := min(late+jitterMargin, maxHold); h > m.hold {
+			m.setHold(now, h, fmt.Sprintf("%s delivered a frame %v after its earliest arrivals", r, late.Round(time.Millisecond)))
+		}
+	}
+}
+
+// rollJitter starts a new jitter window; the hold narrows again once no
+// input has been bursty for two windows.
+func (m *Merge) rollJitter(now time.Time) {
+	h := m.cfg.Hold
+	for i := range m.in {
+		in := &m.in[i]
+		// A sender clock slower than ours makes every frame a little later
+		// than the envelope: that is drift, so the envelope follows it and
+		// it does not count as jitter.
+		if in.hasZero && in.minLate > 0 && in.minLate < time.Duration(1<<62) {
+			in.zero = in.zero.Add(in.minLate)
+			in.jitter[0] = max(0, in.jitter[0]-in.minLate)
+		}
+		in.minLate = time.Duration(1 << 62)
+		if j := max(in.jitter[0], in.jitter[1]); j > 0 {
+			h = max(h, min(j+jitterMargin, maxHold))
+		}
+		in.jitter[1], in.jitter[0] = in.jitter[0], 0
+	}
+	if d := h - m.hold; d >= time.Millisecond || d <= -time.Millisecond {
+		m.setHold(now, h, "jitter measured over the last windows")
+	}
+}
+
+func (m *Merge) setHold(now time.Time, h time.Duration, why string) {
+	m.emitEvent(Event{Time: now, Kind: EventHold, Reason: fmt.Sprintf("hold %v -> %v: %s", m.hold.Round(time.Millisecond), h.Round(time.Millisecond), why)})
+	m.hold = h
 }
 
 // Push hands the merge one audio frame from input r, arriving at now.
@@ -401,6 +478,12 @@ func (m *Merge) Push(now time.Time, r Role, f media.Frame) {
 	}
 	n := idx + in.shift
 
+	if n >= m.next {
+		// Only frames that made it in time teach the merge an input's
+		// jitter: a link that comes back delivers stale frames, and they
+		// must not stretch everyone's latency.
+		m.trackJitter(now, r, n)
+	}
 	// Arrival envelope: a frame earlier than expected moves the output's
 	// zero earlier; the window minimum lets it drift later (see Tick).
 	late := now.Sub(m.zero.Add(m.sinceZero(n)))
@@ -433,6 +516,10 @@ func (m *Merge) goOnline(now time.Time, r Role, idx int64) {
 	// is m.next, and it is due now + Hold.
 	m.zero = now.Add(-m.sinceZero(m.next))
 	m.hasZero = true
+	// Until the inputs' jitter is known, wait longer: a publisher that
+	// packs several frames per PES would otherwise lose its first bursts.
+	// The first jitter window narrows the hold to what was measured.
+	m.hold = m.cfg.Hold + startupAllowance
 	m.winMin = 0
 	m.winStart = now
 	for i := range m.in {
@@ -458,6 +545,7 @@ func (m *Merge) mapInput(now time.Time, r Role, idx int64) {
 		in.shift = n - idx
 	}
 	in.mapped = true
+	in.hasZero = false
 }
 
 // NextDeadline is when Tick next has work, and false when the stream is offline.
@@ -510,6 +598,7 @@ func (m *Merge) driftWindow(now time.Time) {
 	if m.winMin > 0 && m.winMin < time.Duration(1<<62) {
 		m.zero = m.zero.Add(m.winMin)
 	}
+	m.rollJitter(now)
 	m.winMin = time.Duration(1 << 62)
 	m.winStart = now
 }

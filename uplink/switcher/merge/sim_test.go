@@ -48,6 +48,9 @@ type path struct {
 	down func(t time.Time) bool
 	// payload tags frames so the test can tell which input a frame came from.
 	tag byte
+	// burst delivers frames in groups of this many, all when the last is
+	// sent (an encoder that packs several frames per PES).
+	burst int
 }
 
 type emitted struct {
@@ -81,6 +84,10 @@ func (s *sim) feed(r Role, p path, session string, start time.Time, ptsOrigin in
 			continue
 		}
 		at := sent.Add(p.delay)
+		if p.burst > 1 {
+			last := (i/int64(p.burst))*int64(p.burst) + int64(p.burst) - 1
+			at = start.Add(s.m.sinceZeroFor(last, ppm)).Add(p.delay)
+		}
 		if p.jitter > 0 {
 			at = at.Add(time.Duration(s.rng.Int63n(int64(p.jitter))))
 		}
@@ -265,7 +272,10 @@ func TestAlignedLatencyIsHoldPastEarliestArrival(t *testing.T) {
 	s.feed(Primary, path{delay: 50 * time.Millisecond, tag: 'P'}, "s1", t0, 0, 0, 500, 0)
 	s.feed(Fallback, path{delay: 120 * time.Millisecond, tag: 'F'}, "s1", t0, 0, 0, 500, 0)
 	s.run(t0.Add(sec(10)))
-	for _, e := range s.out[10:] {
+	for _, e := range s.out {
+		if e.at.Sub(t0) < sec(6) {
+			continue // the startup allowance
+		}
 		idx := int64(e.out.Frame.Data[1]) | int64(e.out.Frame.Data[2])<<8
 		lat := e.at.Sub(t0.Add(s.m.sinceZero(idx)))
 		if lat < 149*time.Millisecond || lat > 151*time.Millisecond {
@@ -499,4 +509,36 @@ func TestUnwrap(t *testing.T) {
 func ExampleEvent_String() {
 	fmt.Println(Event{Kind: EventSwitch, From: Primary, To: Fallback, Reason: "primary disconnected: link down"})
 	// Output: switch primary->fallback: primary disconnected: link down
+}
+
+func TestBurstyPublisherWidensHold(t *testing.T) {
+	s := newSim(t, Config{Hold: 100 * time.Millisecond}, aac48)
+	frames := int64(30 * framesPerSec48k)
+	// Eight frames per PES: 170 ms bursts, longer than the hold.
+	s.feed(Primary, path{delay: 20 * time.Millisecond, burst: 8, tag: 'P'}, "", t0, 0, 0, frames, 0)
+	s.run(t0.Add(sec(29)))
+	s.checkContinuous()
+	// The first bursts teach the merge the input's spread; after that no hole.
+	if h := s.holes(); h != 0 {
+		t.Fatalf("%d holes with a bursty input: the startup allowance should cover the first bursts", h)
+	}
+	if h := s.m.Hold(); h < 150*time.Millisecond || h > 200*time.Millisecond {
+		t.Fatalf("hold %v, want the burst spread (~150 ms) plus margin", h)
+	}
+}
+
+func TestDriftDoesNotInflateHold(t *testing.T) {
+	// A tiny hold, so 120 ms of accumulated drift would show if it were
+	// mistaken for jitter.
+	s := newSim(t, Config{Hold: 10 * time.Millisecond}, aac48)
+	frames := int64(600 * framesPerSec48k)
+	s.feed(Primary, path{delay: 20 * time.Millisecond, jitter: 3 * time.Millisecond, tag: 'P'}, "s1", t0, 0, 0, frames, -200)
+	s.feed(Fallback, path{delay: 40 * time.Millisecond, jitter: 3 * time.Millisecond, tag: 'F'}, "s1", t0, 0, 0, frames, -200)
+	s.run(t0.Add(sec(599)))
+	if h := s.m.Hold(); h > 30*time.Millisecond {
+		t.Fatalf("hold grew to %v under 200 ppm drift; drift is not jitter", h)
+	}
+	if s.holes() != 0 {
+		t.Fatalf("%d holes", s.holes())
+	}
 }

@@ -1,0 +1,283 @@
+package switcher_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/uplink/adts"
+	"tandem/uplink/media"
+	"tandem/uplink/mpegts"
+	"tandem/uplink/srt"
+	"tandem/uplink/streamid"
+	"tandem/uplink/testpub"
+)
+
+// BenchmarkLabLatency measures, in the two-ISP lab with default settings,
+// the time from a frame's send at the publisher to its arrival at an HTTP
+// listener. Run with -benchtime=1x: one 20 s measurement.
+func BenchmarkLabLatency(b *testing.B) {
+	r := newLabRig(b)
+	sendLog := filepath.Join(b.TempDir(), "send.log")
+	r.publish(b, []string{"-sendlog", sendLog}, "both")
+	r.waitAligned(b)
+	l := r.listen(b)
+	time.Sleep(20 * time.Second)
+	frames, arrived, err := l.stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sent := readSendLog(b, sendLog)
+	var lat []time.Duration
+	for i, f := range frames {
+		if i < 24 { // the connect burst was buffered, not live
+			continue
+		}
+		if at, ok := sent[testpub.FrameHash(f[adts.HeaderLength:])]; ok {
+			lat = append(lat, arrived[i].Sub(at))
+		}
+	}
+	if len(lat) < len(frames)/2 {
+		b.Fatalf("matched only %d of %d frames to their send time", len(lat), len(frames))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	med, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+	b.ReportMetric(ms(med), "median-ms")
+	b.ReportMetric(ms(p99), "p99-ms")
+	b.ReportMetric(220, "playout-delay-ms")
+	b.Logf("send->listener latency over %d frames: median %v, p99 %v, min %v, max %v (playout delay 220ms, target median <= 270ms)",
+		len(lat), med.Round(time.Millisecond/10), p99.Round(time.Millisecond/10), lat[0].Round(time.Millisecond/10), lat[len(lat)-1].Round(time.Millisecond/10))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func readSendLog(b testing.TB, path string) map[string]time.Time {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]time.Time{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(fs[2], 10, 64)
+		at := time.Unix(0, ns)
+		if prev, ok := out[fs[1]]; !ok || at.Before(prev) {
+			out[fs[1]] = at
+		}
+	}
+	return out
+}
+
+// BenchmarkSwitcherPairs measures the switcher's CPU and memory per aligned
+// stream pair at 128 kbit/s: a switcher process ingests N pairs sent by an
+// in-process load generator (pre-encoded AAC, paced in real time, two SRT
+// connections per pair). Run with -benchtime=1x.
+func BenchmarkSwitcherPairs(b *testing.B) {
+	for _, pairs := range []int{100, 500} {
+		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) { benchPairs(b, pairs) })
+	}
+}
+
+func benchPairs(b *testing.B, pairs int) {
+	frames := encodedTone(b)
+	sw, _ := binaries(b)
+	port := freeUDPPort(b)
+	httpPort := freeTCPPort(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sw)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort))
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	if !waitFor(10*time.Second, func() bool { _, err := httpGet(base + "/healthz"); return err == nil }) {
+		b.Fatal("switcher did not start")
+	}
+
+	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
+	type conn struct {
+		c   *srt.Conn
+		mux *mpegts.Muxer
+	}
+	conns := make([][2]conn, pairs)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	var dialErr atomic.Value
+	for i := 0; i < pairs; i++ {
+		for role := 0; role < 2; role++ {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				id := streamid.ID{App: "bench", Name: fmt.Sprintf("p%d", i), Mode: streamid.ModePublish, Session: fmt.Sprintf("s%d", i), Role: streamid.RolePrimary}
+				if role == 1 {
+					id.Role = streamid.RoleFallback
+				}
+				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+				defer dcancel()
+				c, err := srt.Dial(dctx, fmt.Sprintf("127.0.0.1:%d", port), srt.Options{StreamID: id.String()})
+				if err != nil {
+					dialErr.Store(err)
+					return
+				}
+				m := mpegts.NewMuxer([]mpegts.Track{{PID: 0x100, Kind: media.KindAudio, Audio: audio}}, func(msg []byte) error { return c.WriteMessage(msg) })
+				m.PSIInterval = media.ClockRate / 2
+				conns[i][role] = conn{c, m}
+			}()
+		}
+	}
+	wg.Wait()
+	if err := dialErr.Load(); err != nil {
+		b.Fatalf("dial: %v", err)
+	}
+	defer func() {
+		for _, p := range conns {
+			for _, c := range p {
+				c.c.Close()
+			}
+		}
+	}()
+
+	// One sender goroutine per pair, each on the shared capture clock.
+	epoch := time.Now()
+	var sendErrs atomic.Int64
+	sctx, scancel := context.WithCancel(ctx)
+	var swg sync.WaitGroup
+	for i := range conns {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			for n := int64(0); ; n++ {
+				due := epoch.Add(time.Duration(n * 1024 * int64(time.Second) / 48000))
+				select {
+				case <-time.After(time.Until(due)):
+				case <-sctx.Done():
+					return
+				}
+				pts := audio.FramePTS(n)
+				f := media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: frames[n%int64(len(frames))]}
+				for _, c := range conns[i] {
+					if err := c.mux.WriteFrame(0x100, f); err != nil {
+						sendErrs.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	defer func() { scancel(); swg.Wait() }()
+
+	time.Sleep(5 * time.Second) // warm up: every stream online and steady
+	cpu0, wall0 := procCPU(b, cmd.Process.Pid), time.Now()
+	time.Sleep(10 * time.Second)
+	cpu1, wall1 := procCPU(b, cmd.Process.Pid), time.Now()
+	rss := procRSS(b, cmd.Process.Pid)
+	cores := (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
+
+	body, err := httpGet(base + "/api/v1/streams")
+	if err != nil {
+		b.Fatal(err)
+	}
+	online := strings.Count(body, `"state": "online"`)
+	holes := sumField(body, `"holes_filled": `)
+	threads := procThreads(b, cmd.Process.Pid)
+
+	b.ReportMetric(cores*100, "cpu-%-of-core")
+	b.ReportMetric(cores*1000/float64(pairs), "milli-core/pair")
+	b.ReportMetric(float64(pairs)/cores, "pairs/core")
+	b.ReportMetric(float64(rss)/float64(1<<20)/float64(pairs), "MB-RSS/pair")
+	b.Logf("%d pairs: switcher used %.1f%% of a core (%.2f milli-core/pair, %.0f pairs/core), RSS %.1f MB (%.3f MB/pair), %d threads; %d/%d streams online, %d holes filled during the run, %d send errors",
+		pairs, cores*100, cores*1000/float64(pairs), float64(pairs)/cores, float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(pairs), threads, online, pairs, holes, sendErrs.Load())
+	if online != pairs {
+		b.Errorf("only %d of %d streams online", online, pairs)
+	}
+}
+
+// encodedTone returns 10 s of a 440 Hz tone as raw AAC frames at 128 kbit/s.
+func encodedTone(b testing.TB) [][]byte {
+	ffmpeg := need(b, "ffmpeg")
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:duration=10",
+		"-ac", "2", "-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rd := adts.NewReader(strings.NewReader(string(out)))
+	var frames [][]byte
+	for {
+		_, p, err := rd.ReadFrame()
+		if err != nil {
+			break
+		}
+		frames = append(frames, append([]byte(nil), p...))
+	}
+	return frames
+}
+
+func procCPU(b testing.TB, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses.
+	fs := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(fs[11], 10, 64)
+	st, _ := strconv.ParseInt(fs[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func procStatus(b testing.TB, pid int, key string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func procRSS(b testing.TB, pid int) int64   { return procStatus(b, pid, "VmRSS") * 1024 }
+func procThreads(b testing.TB, pid int) int { return int(procStatus(b, pid, "Threads")) }
+
+func sumField(body, key string) int64 {
+	var total int64
+	for _, part := range strings.Split(body, key)[1:] {
+		end := strings.IndexAny(part, ",\n}")
+		n, _ := strconv.ParseInt(strings.TrimSpace(part[:end]), 10, 64)
+		total += n
+	}
+	return total
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := (&httpClient).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	_, err = bufio.NewReader(resp.Body).WriteTo(&sb)
+	return sb.String(), err
+}

@@ -1,0 +1,233 @@
+package switcher
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the switcher's configuration. Defaults come from
+// DefaultConfig, then a JSON file (unknown keys are an error), then
+// TANDEM_SWITCHER_* environment variables, then Validate.
+type Config struct {
+	// SRTAddr is the SRT listener's UDP address.
+	SRTAddr string `json:"srt_addr"`
+	// HTTPAddr serves listeners and the API.
+	HTTPAddr string `json:"http_addr"`
+	// Latency is the SRT receive latency negotiated with publishers.
+	Latency Duration `json:"latency"`
+	// PlayoutDelay is the time from a frame's send at the publisher to its
+	// emission: the SRT latency plus how long the merge waits for a late
+	// input. 0 derives it: Latency + 100 ms (see docs/architecture.md).
+	PlayoutDelay Duration `json:"playout_delay"`
+	// Grace is how long a stream with no frame from any input stays online
+	// (filling silence) before it goes offline.
+	Grace Duration `json:"grace"`
+	// SpliceStall is how long the active input of a spliced pair may deliver
+	// nothing before the switcher takes the other one.
+	SpliceStall Duration `json:"splice_stall"`
+	// Stable is how long a returning primary must be healthy before a
+	// spliced stream returns to it.
+	Stable Duration `json:"stable"`
+	// Streams configures publish keys and passphrases per "<app>/<name>".
+	// With no streams configured, publishing is open to any stream id.
+	Streams map[string]StreamConfig `json:"streams"`
+	// ListenerBuffer is how many frames a listener may fall behind before
+	// it is dropped (about 21 ms each at 48 kHz).
+	ListenerBuffer int `json:"listener_buffer"`
+	// ListenerBurst is how many frames a new listener gets at once, so a
+	// player starts without waiting to fill its buffer.
+	ListenerBurst int `json:"listener_burst"`
+}
+
+// StreamConfig is one stream's access control.
+type StreamConfig struct {
+	// Key must appear as k=<key> in the publisher's stream id.
+	Key string `json:"key"`
+	// Passphrase, if set, is the AES passphrase publishers must use.
+	Passphrase string `json:"passphrase"`
+}
+
+// DefaultConfig is what the switcher runs with when nothing is configured.
+func DefaultConfig() Config {
+	return Config{
+		SRTAddr:        ":9000",
+		HTTPAddr:       ":8000",
+		Latency:        Duration(120 * time.Millisecond),
+		Grace:          Duration(10 * time.Second),
+		SpliceStall:    Duration(500 * time.Millisecond),
+		Stable:         Duration(10 * time.Second),
+		ListenerBuffer: 512,
+		ListenerBurst:  24,
+	}
+}
+
+// defaultHold is how long past the SRT latency the merge waits for a late
+// input when PlayoutDelay is not set: enough for the difference in one-way
+// delay between two ISPs (fibre vs. LTE) plus scheduling jitter.
+const defaultHold = 100 * time.Millisecond
+
+// Hold is how long the merge waits past a frame's earliest arrival.
+func (c Config) Hold() time.Duration {
+	if c.PlayoutDelay == 0 {
+		return defaultHold
+	}
+	return time.Duration(c.PlayoutDelay - c.Latency)
+}
+
+// EffectivePlayoutDelay is PlayoutDelay with its default applied.
+func (c Config) EffectivePlayoutDelay() time.Duration {
+	return time.Duration(c.Latency) + c.Hold()
+}
+
+// Validate checks every value and names the key at fault.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config %s: "+format, append([]any{key}, args...)...))
+	}
+	if c.SRTAddr == "" {
+		bad("srt_addr", "must not be empty")
+	}
+	if c.HTTPAddr == "" {
+		bad("http_addr", "must not be empty")
+	}
+	if c.Latency < Duration(20*time.Millisecond) || c.Latency > Duration(10*time.Second) {
+		bad("latency", "%v is outside 20ms..10s", time.Duration(c.Latency))
+	}
+	if c.PlayoutDelay != 0 && c.PlayoutDelay < c.Latency+Duration(20*time.Millisecond) {
+		bad("playout_delay", "%v must exceed latency (%v) by at least 20ms, or be 0 for the default", time.Duration(c.PlayoutDelay), time.Duration(c.Latency))
+	}
+	if c.Grace < Duration(time.Second) {
+		bad("grace", "%v is shorter than 1s", time.Duration(c.Grace))
+	}
+	if c.SpliceStall < Duration(50*time.Millisecond) {
+		bad("splice_stall", "%v is shorter than 50ms", time.Duration(c.SpliceStall))
+	}
+	if c.Stable < 0 {
+		bad("stable", "must not be negative")
+	}
+	if c.ListenerBuffer < 16 {
+		bad("listener_buffer", "%d frames is fewer than 16", c.ListenerBuffer)
+	}
+	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
+		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
+	}
+	for name, s := range c.Streams {
+		app, n, ok := strings.Cut(name, "/")
+		if !ok || app == "" || n == "" || strings.HasSuffix(n, "_fallback") {
+			bad("streams."+name, "name must be <app>/<name> without the _fallback suffix")
+		}
+		if p := len(s.Passphrase); p != 0 && (p < 10 || p > 79) {
+			bad("streams."+name+".passphrase", "must be 10 to 79 characters, has %d", p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads a JSON config file over the defaults, then the
+// environment. An empty path skips the file.
+func LoadConfig(path string, environ []string) (Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		defer f.Close()
+		if err := decodeStrict(f, &c); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := c.applyEnv(environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+func decodeStrict(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		// encoding/json says `unknown field "x"`: keep it, it names the key.
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// EnvPrefix prefixes the environment variables the switcher reads.
+const EnvPrefix = "TANDEM_SWITCHER_"
+
+func (c *Config) applyEnv(environ []string) error {
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		key, ok := strings.CutPrefix(k, EnvPrefix)
+		if !ok {
+			continue
+		}
+		var err error
+		switch strings.ToLower(key) {
+		case "srt_addr":
+			c.SRTAddr = v
+		case "http_addr":
+			c.HTTPAddr = v
+		case "latency":
+			err = c.Latency.parse(v)
+		case "playout_delay":
+			err = c.PlayoutDelay.parse(v)
+		case "grace":
+			err = c.Grace.parse(v)
+		case "splice_stall":
+			err = c.SpliceStall.parse(v)
+		case "stable":
+			err = c.Stable.parse(v)
+		case "listener_buffer":
+			c.ListenerBuffer, err = strconv.Atoi(v)
+		case "listener_burst":
+			c.ListenerBurst, err = strconv.Atoi(v)
+		default:
+			return fmt.Errorf("environment %s: unknown setting", k)
+		}
+		if err != nil {
+			return fmt.Errorf("environment %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as "120ms" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"120ms\", got %s", b)
+	}
+	return d.parse(s)
+}
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

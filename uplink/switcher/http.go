@@ -1,0 +1,250 @@
+package switcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"tandem/uplink/media"
+	"tandem/uplink/streamid"
+)
+
+func (s *Server) routes(ctx context.Context) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/streams", s.handleStreams)
+	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /{app}/{file}", func(w http.ResponseWriter, r *http.Request) { s.handleListen(ctx, w, r) })
+	return mux
+}
+
+// handleListen serves a stream's continuous ADTS output the way Icecast
+// does: an HTTP/1.0 response without a length, audio until the stream ends.
+func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	app, file := r.PathValue("app"), r.PathValue("file")
+	name, ok := strings.CutSuffix(file, ".aac")
+	if !ok {
+		http.Error(w, "not found: streams are served as /<app>/<name>.aac", http.StatusNotFound)
+		return
+	}
+	if strings.HasSuffix(name, streamid.FallbackSuffix) {
+		// The fallback is an input of its stream, never a stream of its own.
+		http.Error(w, "not found: a fallback input is not a stream; listen to /"+app+"/"+strings.TrimSuffix(name, streamid.FallbackSuffix)+".aac", http.StatusNotFound)
+		return
+	}
+	st := s.lookup(app + "/" + name)
+	var fan *media.Fanout[Packet]
+	if st != nil {
+		fan = st.output()
+	}
+	if fan == nil {
+		http.Error(w, "stream "+app+"/"+name+" is not on air", http.StatusNotFound)
+		return
+	}
+	rd := fan.NewReader(s.cfg.ListenerBurst)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "listener connections need HTTP/1", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	conn, bw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	hdr := "HTTP/1.0 200 OK\r\n" +
+		"Content-Type: audio/aac\r\n" +
+		"icy-name: " + app + "/" + name + "\r\n" +
+		"icy-pub: 0\r\n" +
+		"Cache-Control: no-cache, no-store\r\n" +
+		"Pragma: no-cache\r\n" +
+		"Access-Control-Allow-Origin: *\r\n" +
+		"Server: tandem-switcher\r\n" +
+		"Connection: close\r\n\r\n"
+	if _, err := bw.WriteString(hdr); err != nil {
+		return
+	}
+	if err := bw.Flush(); err != nil {
+		return
+	}
+	if r.Method == http.MethodHead {
+		return
+	}
+	log := st.log.With("listener", conn.RemoteAddr().String())
+	log.Info("listener connected")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A client that closes its side is noticed by a read returning.
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				cancel()
+				return
+			}
+		}
+	}()
+	var batch []Packet
+	var bufs net.Buffers
+	for {
+		batch, err = rd.Read(ctx, batch[:0])
+		if len(batch) > 0 {
+			bufs = bufs[:0]
+			for _, p := range batch {
+				bufs = append(bufs, p.ADTS)
+			}
+			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			b := bufs
+			if _, werr := b.WriteTo(conn); werr != nil {
+				log.Info("listener gone", "reason", werr.Error())
+				return
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, media.ErrReaderTooSlow):
+			log.Warn("listener dropped: it fell behind the stream by more than its buffer", "buffer_frames", s.cfg.ListenerBuffer)
+			return
+		case errors.Is(err, media.ErrFanoutClosed):
+			log.Info("listener closed: stream went off air")
+			return
+		default:
+			log.Info("listener gone", "reason", err.Error())
+			return
+		}
+	}
+}
+
+// StreamStatus is one stream in GET /api/v1/streams.
+type StreamStatus struct {
+	ID             string        `json:"id"`
+	App            string        `json:"app"`
+	Name           string        `json:"name"`
+	State          string        `json:"state"` // online, offline, waiting
+	Mode           string        `json:"mode,omitempty"`
+	Active         string        `json:"active_input,omitempty"`
+	Audio          *AudioStatus  `json:"audio,omitempty"`
+	PlayoutDelayMs float64       `json:"playout_delay_ms"`
+	Inputs         []InputStatus `json:"inputs"`
+	Output         OutputStatus  `json:"output"`
+	Events         []Event       `json:"recent_events"`
+}
+
+type AudioStatus struct {
+	Codec      string `json:"codec"`
+	SampleRate int    `json:"sample_rate"`
+	Channels   int    `json:"channels"`
+}
+
+type InputStatus struct {
+	Role        string       `json:"role"`
+	State       string       `json:"state"`
+	Protocol    string       `json:"protocol"`
+	Remote      string       `json:"remote"`
+	Session     string       `json:"session,omitempty"`
+	ConnectedAt time.Time    `json:"connected_at"`
+	Audio       *AudioStatus `json:"audio,omitempty"`
+	BitrateKbps float64      `json:"bitrate_kbps"`
+	Frames      struct {
+		Received int64 `json:"received"`
+		Used     int64 `json:"used"`
+		Late     int64 `json:"late"`
+	} `json:"frames"`
+	SRT any `json:"srt,omitempty"`
+}
+
+type OutputStatus struct {
+	FramesEmitted      int64 `json:"frames_emitted"`
+	FramesFromFallback int64 `json:"frames_from_fallback"`
+	HolesFilled        int64 `json:"holes_filled"`
+	Switches           int64 `json:"switches"`
+	Listeners          int   `json:"listeners"`
+}
+
+func audioStatus(a media.AudioConfig) *AudioStatus {
+	return &AudioStatus{Codec: a.Codec.String(), SampleRate: a.SampleRate, Channels: a.Channels}
+}
+
+// snapshot runs on the stream goroutine.
+func (s *stream) snapshot() StreamStatus {
+	app, name, _ := strings.Cut(s.name, "/")
+	st := StreamStatus{ID: s.name, App: app, Name: name, State: "waiting", Inputs: []InputStatus{},
+		PlayoutDelayMs: float64(s.srv.cfg.EffectivePlayoutDelay()) / float64(time.Millisecond),
+		Events:         s.events.list()}
+	now := time.Now()
+	if s.merge != nil {
+		st.State = "offline"
+		if s.merge.Online() {
+			st.State = "online"
+		}
+		st.Mode = s.merge.Mode().String()
+		st.Active = s.merge.Active().String()
+		st.Audio = audioStatus(s.audio)
+		c := s.merge.Counters()
+		st.Output = OutputStatus{FramesEmitted: c.Emitted, FramesFromFallback: c.FromFallback, HolesFilled: c.Holes, Switches: c.Switches}
+	}
+	for _, in := range s.slots {
+		if in == nil {
+			continue
+		}
+		is := InputStatus{Role: in.role.String(), State: "connected", Protocol: in.proto, Remote: in.remote,
+			Session: in.id.Session, ConnectedAt: in.connectedAt, BitrateKbps: in.rate.kbps(now)}
+		if in.refused != "" {
+			is.State = "refused: " + in.refused
+		}
+		if in.hasAudio {
+			is.Audio = audioStatus(in.audio)
+		}
+		if s.merge != nil {
+			ic := s.merge.InputCounters(in.role)
+			is.Frames.Received, is.Frames.Used, is.Frames.Late = ic.Received, ic.Used, ic.Late
+		}
+		if in.stats != nil {
+			is.SRT = in.stats()
+		}
+		st.Inputs = append(st.Inputs, is)
+	}
+	return st
+}
+
+func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		Streams []StreamStatus `json:"streams"`
+	}{Streams: []StreamStatus{}}
+	for _, st := range s.streamList() {
+		reply := make(chan StreamStatus, 1)
+		select {
+		case st.status <- reply:
+			out.Streams = append(out.Streams, <-reply)
+		case <-st.done:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	writeJSON(w, out)
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	stream := r.URL.Query().Get("stream")
+	out := struct {
+		Events []Event `json:"events"`
+	}{Events: []Event{}}
+	for _, e := range s.events.list() {
+		if stream == "" || e.Stream == stream {
+			out.Events = append(out.Events, e)
+		}
+	}
+	writeJSON(w, out)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

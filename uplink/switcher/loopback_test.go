@@ -1,0 +1,160 @@
+package switcher_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/uplink/srt"
+	"tandem/uplink/streamid"
+	"tandem/uplink/switcher"
+	"tandem/uplink/testpub"
+)
+
+func TestThirdPartyFFmpegPublisherIsHeard(t *testing.T) {
+	ffmpeg := need(t, "ffmpeg")
+	srv := startSwitcher(t, nil)
+	url := fmt.Sprintf("srt://%s?streamid=#!::r=live/x,m=publish&latency=120000", srv.SRTAddr())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "sine=frequency=997:sample_rate=48000", "-ac", "2",
+		"-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); cmd.Wait() }()
+
+	base := "http://" + srv.HTTPAddr().String()
+	l := listen(t, base+"/live/x.aac", nil)
+	time.Sleep(6 * time.Second)
+	frames, _, err := l.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := toneOf(t, frames, 997)
+	t.Logf("third-party ffmpeg publisher: %d frames heard: %v", len(frames), r)
+	// ffmpeg's first AAC frame is encoder priming and decodes to silence:
+	// silence is only allowed before the tone starts.
+	if r.FrequencyHz < 996.5 || r.FrequencyHz > 997.5 || r.SilentAfterStart() > 0 || r.FirstSound > 5 || r.PhaseJumps > 0 {
+		t.Fatalf("expected a clean 997 Hz tone, got %v (ffmpeg said %q)", r, stderr.String())
+	}
+	st := findStream(getStreams(t, base, nil), "live/x")
+	if st != nil && st.Output.HolesFilled != 0 {
+		t.Fatalf("%d holes filled for a single steady publisher", st.Output.HolesFilled)
+	}
+	if st == nil || st.State != "online" || len(st.Inputs) != 1 || st.Inputs[0].Role != "primary" || st.Mode != "single" {
+		t.Fatalf("API shows %+v, want live/x online with one primary input", st)
+	}
+}
+
+func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
+	srv := startSwitcher(t, func(c *switcher.Config) {
+		c.Streams = map[string]switcher.StreamConfig{
+			"live/main": {Key: "mainkey", Passphrase: "correct-horse-1"},
+			"live/junk": {Key: "junkkey"},
+		}
+	})
+	base := "http://" + srv.HTTPAddr().String()
+	addr := srv.SRTAddr().String()
+	runPublisher(t, testpub.Config{Addr: addr, App: "live", Name: "main", Key: "mainkey", Passphrase: "correct-horse-1",
+		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}}})
+	l := listen(t, base+"/live/main.aac", nil)
+
+	dial := func(sid, pass string) (*srt.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srt.Dial(ctx, addr, srt.Options{StreamID: sid, Passphrase: pass})
+	}
+	expectRefused := func(what, sid, pass string, code int, mention string) {
+		t.Helper()
+		c, err := dial(sid, pass)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s: connection accepted", what)
+		}
+		var se *srt.Error
+		if !errors.As(err, &se) || (code != 0 && se.Reject != code) {
+			t.Fatalf("%s: error %v, want SRT reject code %d", what, err, code)
+		}
+		if mention != "" && !strings.Contains(strings.ToLower(err.Error()), mention) {
+			t.Fatalf("%s: error %q does not mention %q", what, err, mention)
+		}
+		t.Logf("%s refused: %v", what, err)
+	}
+	expectRefused("wrong key", "#!::r=live/main_fallback,m=publish,k=nope", "correct-horse-1", srt.RejectUnauthorized, "")
+	expectRefused("missing key", "#!::r=live/main_fallback,m=publish", "correct-horse-1", srt.RejectUnauthorized, "")
+	expectRefused("unconfigured stream", "#!::r=live/other,m=publish", "", srt.RejectForbidden, "")
+	expectRefused("malformed stream id", "#!::m=publish,x", "", srt.RejectBadRequest, "")
+	expectRefused("wrong passphrase", "#!::r=live/main_fallback,m=publish,k=mainkey", "wrong-horse-99", 0, "")
+
+	// Non-TS payload on a valid connection: reported and dropped.
+	c, err := dial("#!::r=live/junk,m=publish,k=junkkey", "")
+	if err != nil {
+		t.Fatalf("valid junk publisher refused: %v", err)
+	}
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 20; i++ {
+		b := make([]byte, 1316)
+		rng.Read(b)
+		if err := c.WriteMessage(b); err != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Close()
+
+	// A fallback at another sample rate is refused with the mismatch named.
+	runPublisher(t, testpub.Config{Addr: addr, App: "live", Name: "main", Key: "mainkey", Passphrase: "correct-horse-1",
+		SampleRate: 44100, Feeds: []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}})
+
+	if !waitFor(10*time.Second, func() bool {
+		return hasEvent(getEvents(t, base), "input-refused", "sample rate") && hasEvent(getEvents(t, base), "input-refused", "MPEG-TS")
+	}) {
+		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", getEvents(t, base))
+	}
+	for _, e := range getEvents(t, base) {
+		t.Logf("event: %s %s %s: %s", e.Stream, e.Input, e.Kind, e.Detail)
+	}
+	for _, want := range []string{"wrong key", "needs a key", "not configured", "malformed"} {
+		if !hasEvent(getEvents(t, base), "publish-refused", want) {
+			t.Errorf("no publish-refused event mentioning %q", want)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	frames, _, err := l.stop()
+	if err != nil {
+		t.Fatalf("the playing stream's listener dropped: %v", err)
+	}
+	st := findStream(getStreams(t, base, nil), "live/main")
+	if st == nil || st.Output.HolesFilled != 0 || st.State != "online" {
+		t.Fatalf("live/main disturbed: %+v", st)
+	}
+	if r := toneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentBlocks != 0 {
+		t.Fatalf("live/main audio disturbed: %v", r)
+	}
+	if s := getStreams(t, base, nil); len(s.Streams) > 2 {
+		t.Fatalf("unexpected streams: %+v", s.Streams)
+	}
+	for _, s := range getStreams(t, base, nil).Streams {
+		if strings.HasSuffix(s.Name, "_fallback") {
+			t.Fatalf("a fallback shows as a stream: %s", s.ID)
+		}
+	}
+}
+
+func hasEvent(evs []switcher.Event, kind, mention string) bool {
+	for _, e := range evs {
+		if e.Kind == kind && strings.Contains(e.Detail, mention) {
+			return true
+		}
+	}
+	return false
+}

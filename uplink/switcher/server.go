@@ -1,0 +1,274 @@
+// Package switcher is the cloud end of Tandem: it ingests the two feeds of
+// every stream, merges them so the output never has a hole, and serves the
+// result. The merge decisions live in the I/O-free package merge; this
+// package owns the sockets, the per-stream loops and the HTTP surface.
+package switcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"tandem/uplink/srt"
+	"tandem/uplink/streamid"
+)
+
+// ErrSlotTaken refuses a publisher whose stream already has that input.
+var ErrSlotTaken = errors.New("input slot taken")
+
+// Server is a running switcher.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	streams map[string]*stream
+
+	events eventRing
+
+	// ctx is the server's lifetime: streams run on it, never on the
+	// context of the connection that happened to create them.
+	ctx     context.Context
+	srtLn   *srt.Listener
+	httpLn  net.Listener
+	httpSrv *http.Server
+	wg      sync.WaitGroup
+}
+
+// New checks the configuration and makes a server; Start opens its sockets.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, streams: map[string]*stream{}, events: eventRing{max: 500}}, nil
+}
+
+// Start opens the SRT and HTTP listeners and serves until ctx ends or
+// Close is called.
+func (s *Server) Start(ctx context.Context) error {
+	s.ctx = ctx
+	if len(s.cfg.Streams) == 0 {
+		s.log.Warn("publishing is open: no streams configured, any stream id with m=publish is accepted")
+	}
+	ln, err := srt.Listen(s.cfg.SRTAddr, srt.ListenConfig{
+		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency)},
+		Authorize: s.authorize,
+		Logger:    s.log.With("component", "srt"),
+	})
+	if err != nil {
+		return fmt.Errorf("start switcher: %w", err)
+	}
+	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("start switcher: listen http %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.srtLn, s.httpLn = ln, hl
+	s.httpSrv = &http.Server{Handler: s.routes(ctx), ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.acceptSRT(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	s.log.Info("switcher started", "srt", ln.Addr().String(), "http", hl.Addr().String(),
+		"latency", time.Duration(s.cfg.Latency), "playout_delay", s.cfg.EffectivePlayoutDelay())
+	return nil
+}
+
+// SRTAddr and HTTPAddr are the bound addresses (useful with port 0).
+func (s *Server) SRTAddr() net.Addr  { return s.srtLn.Addr() }
+func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// Close stops the listeners and waits for every goroutine.
+func (s *Server) Close() error {
+	if s.srtLn != nil {
+		s.srtLn.Close()
+	}
+	if s.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.httpSrv.Shutdown(ctx)
+		cancel()
+		s.httpSrv.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// authorize runs during the SRT handshake: a refusal here reaches the
+// publisher as an SRT reject code, and is logged with its reason.
+func (s *Server) authorize(sid string, peer net.Addr) (string, error) {
+	id, err := streamid.Parse(sid)
+	if err != nil {
+		s.refused("", peer, err.Error())
+		return "", &srt.RejectError{Code: srt.RejectBadRequest, Reason: err.Error()}
+	}
+	if id.Mode != streamid.ModePublish {
+		msg := fmt.Sprintf("mode %s for %s: only m=publish is served on this port", id.Mode, id.Stream())
+		s.refused(id.Stream(), peer, msg)
+		return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
+	}
+	passphrase := ""
+	if len(s.cfg.Streams) > 0 {
+		sc, ok := s.cfg.Streams[id.Stream()]
+		if !ok {
+			msg := fmt.Sprintf("stream %s is not configured on this switcher", id.Stream())
+			s.refused(id.Stream(), peer, msg)
+			return "", &srt.RejectError{Code: srt.RejectForbidden, Reason: msg}
+		}
+		if sc.Key != "" && id.Key == "" {
+			msg := fmt.Sprintf("stream %s needs a key (k=...) in the stream id", id.Stream())
+			s.refused(id.Stream(), peer, msg)
+			return "", &srt.RejectError{Code: srt.RejectUnauthorized, Reason: msg}
+		}
+		if sc.Key != "" && id.Key != sc.Key {
+			msg := fmt.Sprintf("wrong key for stream %s", id.Stream())
+			s.refused(id.Stream(), peer, msg)
+			return "", &srt.RejectError{Code: srt.RejectUnauthorized, Reason: msg}
+		}
+		passphrase = sc.Passphrase
+	}
+	return passphrase, nil
+}
+
+func (s *Server) refused(stream string, peer net.Addr, reason string) {
+	e := Event{Time: time.Now(), Stream: stream, Kind: "publish-refused", Detail: fmt.Sprintf("from %v: %s", peer, reason)}
+	s.events.add(e)
+	s.log.Warn("publish refused", "stream", stream, "peer", fmt.Sprint(peer), "reason", reason)
+}
+
+func (s *Server) acceptSRT(ctx context.Context) {
+	for {
+		c, err := s.srtLn.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, srt.ErrClosed) {
+				s.log.Error("srt accept failed", "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveSRT(ctx, c)
+		}()
+	}
+}
+
+// attach hands an input to its stream, creating the stream if needed.
+func (s *Server) attach(ctx context.Context, in *input) (*stream, error) {
+	for {
+		s.mu.Lock()
+		st := s.streams[in.id.Stream()]
+		if st == nil {
+			st = newStream(s, in.id.Stream())
+			s.streams[st.name] = st
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				st.run(s.ctx)
+			}()
+		}
+		st.attached++
+		s.mu.Unlock()
+
+		reply := make(chan error, 1)
+		select {
+		case st.inbox <- message{kind: msgAttach, in: in, reply: reply}:
+		case <-ctx.Done():
+			s.detached(st)
+			return nil, ctx.Err()
+		}
+		select {
+		case err := <-reply:
+			if err != nil {
+				s.detached(st)
+				return nil, err
+			}
+			return st, nil
+		case <-ctx.Done():
+			s.detached(st)
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Server) detached(st *stream) {
+	s.mu.Lock()
+	st.attached--
+	s.mu.Unlock()
+}
+
+// removeStream drops a stream that has no inputs; false if one is arriving.
+func (s *Server) removeStream(st *stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.attached > 0 {
+		return false
+	}
+	st.dead = true
+	delete(s.streams, st.name)
+	st.log.Info("stream removed: offline with no inputs")
+	return true
+}
+
+func (s *Server) lookup(name string) *stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[name]
+}
+
+func (s *Server) streamList() []*stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Event is something that happened to a stream or an input.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream,omitempty"`
+	Input  string    `json:"input,omitempty"`
+	Kind   string    `json:"kind"`
+	Detail string    `json:"detail"`
+}
+
+// eventRing keeps the most recent events in memory.
+type eventRing struct {
+	mu     sync.Mutex
+	max    int
+	events []Event
+}
+
+func (r *eventRing) add(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+	if len(r.events) > r.max {
+		r.events = append(r.events[:0], r.events[len(r.events)-r.max:]...)
+	}
+}
+
+func (r *eventRing) list() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}

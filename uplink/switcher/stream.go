@@ -1,0 +1,371 @@
+package switcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"tandem/uplink/adts"
+	"tandem/uplink/media"
+	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/merge"
+)
+
+// Packet is one emitted frame as the outputs see it.
+type Packet struct {
+	Frame  media.Frame
+	ADTS   []byte // the frame with its ADTS header, ready for HTTP listeners
+	Source merge.Role
+	Filled bool
+}
+
+// input is one publisher connection as a stream sees it. The ingest
+// goroutine owns the connection; the stream owns the fields below the line.
+type input struct {
+	id          streamid.ID
+	proto       string
+	remote      string
+	connectedAt time.Time
+	// stats reads the transport's statistics (nil when there are none).
+	stats func() any
+	// refuse closes the connection; the ingest loop then detaches.
+	refuse func(reason string)
+
+	// Owned by the stream goroutine.
+	role     merge.Role
+	audio    media.AudioConfig
+	hasAudio bool
+	rate     rateMeter
+	refused  string
+}
+
+// message is what ingest sends a stream.
+type message struct {
+	in     *input
+	kind   messageKind
+	frame  media.Frame
+	audio  media.AudioConfig
+	reason string
+	// attach replies with the role, or an error refusing the input.
+	reply chan error
+}
+
+type messageKind int
+
+const (
+	msgAttach messageKind = iota
+	msgTrack
+	msgFrame
+	msgDetach
+)
+
+// stream is one logical stream: its inputs, its merge and its output.
+// Everything below mu is owned by the run goroutine.
+type stream struct {
+	name string // "<app>/<name>"
+	srv  *Server
+	log  *slog.Logger
+
+	inbox  chan message
+	status chan chan StreamStatus
+	done   chan struct{} // closed when run returns
+
+	// attached counts inputs the server handed to this stream; guarded by
+	// the server's mutex, so a stream is never removed while one arrives.
+	attached int
+	dead     bool
+
+	// fan is the current online period's output; listeners take it under mu.
+	mu  sync.Mutex
+	fan *media.Fanout[Packet]
+
+	slots   [2]*input
+	merge   *merge.Merge
+	audio   media.AudioConfig
+	adtsBuf []byte
+	events  eventRing
+	started time.Time
+}
+
+func newStream(srv *Server, name string) *stream {
+	return &stream{
+		name:    name,
+		srv:     srv,
+		log:     srv.log.With("stream", name),
+		inbox:   make(chan message, 512),
+		status:  make(chan chan StreamStatus),
+		done:    make(chan struct{}),
+		events:  eventRing{max: 50},
+		started: time.Now(),
+	}
+}
+
+// output returns the fan-out listeners read while the stream is online.
+func (s *stream) output() *media.Fanout[Packet] {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fan
+}
+
+func (s *stream) record(kind, detail string, role *merge.Role) {
+	e := Event{Time: time.Now(), Stream: s.name, Kind: kind, Detail: detail}
+	if role != nil {
+		e.Input = role.String()
+	}
+	s.events.add(e)
+	s.srv.events.add(e)
+	s.log.Info(kind, "input", e.Input, "detail", detail)
+}
+
+// run owns the stream until it is offline with no inputs, or ctx ends.
+func (s *stream) run(ctx context.Context) {
+	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer s.closeOutput()
+	for {
+		if s.merge != nil {
+			if dl, ok := s.merge.NextDeadline(); ok {
+				timer.Reset(time.Until(dl))
+			} else {
+				timer.Reset(time.Hour)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-s.inbox:
+			s.handle(m)
+			// Drain what else is queued before ticking: frames that arrived
+			// together are merged together.
+			for more := true; more; {
+				select {
+				case m := <-s.inbox:
+					s.handle(m)
+				default:
+					more = false
+				}
+			}
+		case reply := <-s.status:
+			reply <- s.snapshot()
+			continue
+		case <-timer.C:
+		}
+		s.tick(time.Now())
+		if s.slots[0] == nil && s.slots[1] == nil && (s.merge == nil || !s.merge.Online()) {
+			if s.srv.removeStream(s) {
+				return
+			}
+		}
+	}
+}
+
+func (s *stream) handle(m message) {
+	now := time.Now()
+	in := m.in
+	switch m.kind {
+	case msgAttach:
+		m.reply <- s.attach(now, in)
+	case msgTrack:
+		s.track(now, in, m.audio)
+	case msgFrame:
+		if in.refused != "" || !in.hasAudio || s.slots[in.role] != in {
+			return
+		}
+		in.rate.add(now, len(m.frame.Data))
+		s.merge.Push(now, in.role, m.frame)
+	case msgDetach:
+		if s.slots[in.role] != in {
+			return
+		}
+		s.slots[in.role] = nil
+		if s.merge != nil && in.hasAudio {
+			s.merge.Disconnect(now, in.role, m.reason)
+		}
+		r := in.role
+		s.record("input-disconnected", fmt.Sprintf("%s %s from %s: %s", in.proto, r, in.remote, m.reason), &r)
+	}
+}
+
+// attach gives the input a slot: the role its stream id asks for, or for a
+// publisher that did not say, the primary slot if free, else the fallback.
+func (s *stream) attach(now time.Time, in *input) error {
+	var role merge.Role
+	switch in.id.Role {
+	case streamid.RolePrimary:
+		role = merge.Primary
+	case streamid.RoleFallback:
+		role = merge.Fallback
+	default:
+		role = merge.Primary
+		if s.slots[merge.Primary] != nil {
+			role = merge.Fallback
+		}
+	}
+	if s.slots[role] != nil {
+		return fmt.Errorf("%w: %s already has a %s input (%s from %s)", ErrSlotTaken, s.name, role, s.slots[role].proto, s.slots[role].remote)
+	}
+	in.role = role
+	s.slots[role] = in
+	r := role
+	session := in.id.Session
+	if session == "" {
+		session = "none"
+	}
+	s.record("input-connected", fmt.Sprintf("%s %s from %s, session %s", in.proto, role, in.remote, session), &r)
+	return nil
+}
+
+// track takes an input's audio configuration. The first input to declare
+// one fixes the stream's; an input that differs is refused with an event
+// naming the mismatch, and the stream goes on undisturbed.
+func (s *stream) track(now time.Time, in *input, cfg media.AudioConfig) {
+	if s.slots[in.role] != in || in.refused != "" {
+		return
+	}
+	r := in.role
+	if in.hasAudio {
+		if err := in.audio.Match(cfg); err != nil {
+			s.refuse(in, fmt.Sprintf("audio changed mid-stream: %v", err))
+		}
+		return
+	}
+	if s.merge == nil || (!s.merge.Online() && s.otherHasNoAudio(in)) {
+		silence, err := adts.SilentFrame(cfg)
+		if err != nil {
+			s.refuse(in, fmt.Sprintf("unsupported audio %s: %v", cfg, err))
+			return
+		}
+		s.audio = cfg
+		s.merge = merge.New(merge.Config{
+			Hold:   s.srv.cfg.Hold(),
+			Grace:  time.Duration(s.srv.cfg.Grace),
+			Stall:  time.Duration(s.srv.cfg.SpliceStall),
+			Stable: time.Duration(s.srv.cfg.Stable),
+		}, cfg, silence)
+		s.record("format", fmt.Sprintf("%s set the stream's audio: %s", r, cfg), &r)
+	} else if err := s.audio.Match(cfg); err != nil {
+		s.refuse(in, fmt.Sprintf("%s refused: %v", r, err))
+		return
+	}
+	in.audio, in.hasAudio = cfg, true
+	s.merge.Connect(now, in.role, in.id.Session)
+}
+
+func (s *stream) otherHasNoAudio(in *input) bool {
+	o := s.slots[in.role.Other()]
+	return o == nil || !o.hasAudio
+}
+
+func (s *stream) refuse(in *input, reason string) {
+	in.refused = reason
+	r := in.role
+	s.record("input-refused", reason, &r)
+	in.refuse(reason)
+}
+
+func (s *stream) tick(now time.Time) {
+	if s.merge == nil {
+		return
+	}
+	outs, evs := s.merge.Tick(now)
+	for _, e := range evs {
+		switch e.Kind {
+		case merge.EventOnline:
+			s.openOutput()
+		case merge.EventOffline:
+			s.closeOutput()
+		}
+		s.recordMerge(e)
+	}
+	if len(outs) == 0 {
+		return
+	}
+	fan := s.output()
+	for _, o := range outs {
+		p := Packet{Frame: o.Frame, Source: o.Source, Filled: o.Filled}
+		p.ADTS = s.frameADTS(o.Frame.Data)
+		if fan != nil {
+			fan.Write(p)
+		}
+	}
+}
+
+// frameADTS builds header+payload in a shared arena so each frame costs
+// one small allocation amortised over many frames.
+func (s *stream) frameADTS(payload []byte) []byte {
+	need := 7 + len(payload)
+	if cap(s.adtsBuf)-len(s.adtsBuf) < need {
+		s.adtsBuf = make([]byte, 0, max(64<<10, need))
+	}
+	start := len(s.adtsBuf)
+	out, err := adts.AppendFrame(s.adtsBuf, s.audio, payload)
+	if err != nil {
+		s.log.Error("cannot frame AAC as ADTS", "err", err)
+		return nil
+	}
+	s.adtsBuf = out
+	return out[start:len(out):len(out)]
+}
+
+func (s *stream) recordMerge(e merge.Event) {
+	switch e.Kind {
+	case merge.EventSwitch:
+		to := e.To
+		s.record("switch", fmt.Sprintf("%s -> %s: %s", e.From, e.To, e.Reason), &to)
+	default:
+		s.record(string(e.Kind), e.Reason, nil)
+	}
+}
+
+func (s *stream) openOutput() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fan == nil {
+		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
+	}
+}
+
+func (s *stream) closeOutput() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fan != nil {
+		s.fan.Close()
+		s.fan = nil
+	}
+}
+
+// rateMeter measures an input's payload bitrate over the last few seconds.
+type rateMeter struct {
+	buckets [5]struct {
+		sec   int64
+		bytes int
+	}
+}
+
+func (r *rateMeter) add(now time.Time, n int) {
+	sec := now.Unix()
+	b := &r.buckets[sec%int64(len(r.buckets))]
+	if b.sec != sec {
+		b.sec, b.bytes = sec, 0
+	}
+	b.bytes += n
+}
+
+// kbps is the mean over the last full seconds.
+func (r *rateMeter) kbps(now time.Time) float64 {
+	sec := now.Unix()
+	total, secs := 0, 0
+	for _, b := range r.buckets {
+		if b.sec < sec && b.sec >= sec-int64(len(r.buckets)-1) {
+			total += b.bytes
+			secs++
+		}
+	}
+	if secs == 0 {
+		return 0
+	}
+	return float64(total) * 8 / 1000 / float64(secs)
+}
