@@ -164,7 +164,6 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-
 func (p *Publisher) runFeed(ctx context.Context, feed Feed) error {
 	log := p.cfg.Log.With("feed", string(feed.Role))
 	frames := make(chan media.Frame, 64)
