@@ -89,7 +89,7 @@ func readSendLog(b testing.TB, path string) map[string]time.Time {
 // in-process load generator (pre-encoded AAC, paced in real time, two SRT
 // connections per pair). Run with -benchtime=1x.
 func BenchmarkSwitcherPairs(b *testing.B) {
-	for _, pairs := range []int{100, 500} {
+	for _, pairs := range []int{100, 200, 500} {
 		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) { benchPairs(b, pairs) })
 	}
 }
@@ -103,17 +103,36 @@ func benchPairs(b *testing.B, pairs int) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sw)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort))
+	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
+		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
+	}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	swLog, err := os.Create(filepath.Join(b.TempDir(), "switcher.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = swLog
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer cmd.Wait()
+	defer func() {
+		cancel()
+		cmd.Wait()
+		if b.Failed() {
+			out, _ := os.ReadFile(swLog.Name())
+			if len(out) > 4000 {
+				out = out[len(out)-4000:]
+			}
+			b.Logf("switcher log tail:\n%s", out)
+		}
+	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	if !waitFor(10*time.Second, func() bool { _, err := httpGet(base + "/healthz"); return err == nil }) {
 		b.Fatal("switcher did not start")
 	}
 
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
+	genPorts := []int{freeUDPPort(b), freeUDPPort(b), freeUDPPort(b), freeUDPPort(b)}
 	type conn struct {
 		c   *srt.Conn
 		mux *mpegts.Muxer
@@ -135,7 +154,12 @@ func benchPairs(b *testing.B, pairs int) {
 				}
 				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 				defer dcancel()
-				c, err := srt.Dial(dctx, fmt.Sprintf("127.0.0.1:%d", port), srt.Options{StreamID: id.String()})
+				// Callers bound to one local port share one libsrt
+				// multiplexer (two threads) instead of one each: without
+				// that, the load generator, not the switcher, saturates
+				// this 2-core machine.
+				local := fmt.Sprintf("127.0.0.1:%d", genPorts[(2*i+role)%len(genPorts)])
+				c, err := srt.Dial(dctx, fmt.Sprintf("127.0.0.1:%d", port), srt.Options{StreamID: id.String(), LocalAddr: local})
 				if err != nil {
 					dialErr.Store(err)
 					return
@@ -187,10 +211,16 @@ func benchPairs(b *testing.B, pairs int) {
 	defer func() { scancel(); swg.Wait() }()
 
 	time.Sleep(5 * time.Second) // warm up: every stream online and steady
+	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
+		go exec.Command("curl", "-s", "-o", p, "http://127.0.0.1:6060/debug/pprof/profile?seconds=8").Run()
+	}
 	cpu0, wall0 := procCPU(b, cmd.Process.Pid), time.Now()
 	time.Sleep(10 * time.Second)
 	cpu1, wall1 := procCPU(b, cmd.Process.Pid), time.Now()
 	rss := procRSS(b, cmd.Process.Pid)
+	if os.Getenv("TANDEM_BENCH_THREADS") != "" {
+		b.Log(threadCPU(cmd.Process.Pid))
+	}
 	cores := (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
 
 	body, err := httpGet(base + "/api/v1/streams")
@@ -209,6 +239,11 @@ func benchPairs(b *testing.B, pairs int) {
 		pairs, cores*100, cores*1000/float64(pairs), float64(pairs)/cores, float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(pairs), threads, online, pairs, holes, sendErrs.Load())
 	if online != pairs {
 		b.Errorf("only %d of %d streams online", online, pairs)
+	}
+	// CPU per pair means nothing if the switcher did not keep up.
+	if expected := int64(float64(pairs) * 46.875 * 15); holes > expected/100 {
+		b.Errorf("switcher did not keep up with %d pairs: %d holes filled (%.0f%% of the frames since start); the CPU figure above is not a throughput",
+			pairs, holes, 100*float64(holes)/float64(expected))
 	}
 }
 
@@ -280,4 +315,28 @@ func httpGet(url string) (string, error) {
 	var sb strings.Builder
 	_, err = bufio.NewReader(resp.Body).WriteTo(&sb)
 	return sb.String(), err
+}
+
+// threadCPU sums CPU time per thread name (libsrt names its threads SRT:*).
+func threadCPU(pid int) string {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	by := map[string]int64{}
+	for _, d := range dirs {
+		data, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		name := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
+		fs := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseInt(fs[11], 10, 64)
+		st, _ := strconv.ParseInt(fs[12], 10, 64)
+		by[name] += ut + st
+	}
+	var parts []string
+	for k, v := range by {
+		parts = append(parts, fmt.Sprintf("%s=%.1fs", k, float64(v)/100))
+	}
+	sort.Strings(parts)
+	return "cpu by thread name since start: " + strings.Join(parts, " ")
 }

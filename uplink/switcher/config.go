@@ -41,6 +41,9 @@ type Config struct {
 	// ListenerBuffer is how many frames a listener may fall behind before
 	// it is dropped (about 21 ms each at 48 kHz).
 	ListenerBuffer int `json:"listener_buffer"`
+	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) on its own
+	// listener; keep it on localhost.
+	DebugAddr string `json:"debug_addr"`
 	// ListenerBurst is how many frames a new listener gets at once, so a
 	// player starts without waiting to fill its buffer.
 	ListenerBurst int `json:"listener_burst"`
@@ -184,6 +187,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.SRTAddr = v
 		case "http_addr":
 			c.HTTPAddr = v
+		case "debug_addr":
+			c.DebugAddr = v
 		case "latency":
 			err = c.Latency.parse(v)
 		case "playout_delay":

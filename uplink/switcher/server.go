@@ -74,6 +74,13 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.srtLn, s.httpLn = ln, hl
 	s.httpSrv = &http.Server{Handler: s.routes(ctx), ReadHeaderTimeout: 10 * time.Second}
+	if s.cfg.DebugAddr != "" {
+		if err := s.startDebug(ctx); err != nil {
+			ln.Close()
+			hl.Close()
+			return fmt.Errorf("start switcher: %w", err)
+		}
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# make bench: prints the figures the issues ask for. Benchmarks do not gate
+# CI; a figure that misses its target is printed as measured.
+# The lab benchmarks need root (network namespaces).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+run() {
+	local pkg=$1 pattern=$2
+	echo "== go test -bench '$pattern' $pkg"
+	go test -run '^$' -bench "$pattern" -benchtime=1x -timeout 15m "$pkg" 2>&1 |
+		grep -vE 'level=(INFO|WARN|DEBUG)' | grep -E 'Benchmark|bench_test|ok|FAIL|---' || true
+	echo
+}
+
+echo "Tandem benchmarks on $(nproc) cores, $(date -u +%FT%TZ)"
+echo
+# Parsers and fan-out: ns/op and allocations.
+go test -run '^$' -bench . -benchmem ./uplink/mpegts/ ./uplink/adts/ ./uplink/media/ 2>&1 | grep -E '^Benchmark|^ok'
+echo
+# Issue 2: output latency in the lab, and switcher cost per aligned pair.
+run ./uplink/switcher/ 'BenchmarkLabLatency'
+run ./uplink/switcher/ 'BenchmarkSwitcherPairs'
