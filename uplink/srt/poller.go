@@ -168,6 +168,9 @@ func (p *poller) run() {
 	for !p.quit.Load() {
 		// The only place a thread blocks in libsrt for this package.
 		n := int(C.tsrt_epoll_wait(p.eid, &evs[0], pollBatch, pollWaitMs))
+		// srt_epoll_uwait returns how many sockets are ready, which can
+		// exceed the entries it filled: the rest come on the next wait.
+		n = min(n, pollBatch)
 		if n < 0 {
 			// Should not happen (ENABLE_EMPTY is set); never spin on it.
 			p.waitFails.Add(1)
