@@ -12,6 +12,7 @@ import (
 
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
+	"tandem/uplink/telemetry"
 )
 
 func (s *Server) routes(ctx context.Context) http.Handler {
@@ -156,6 +157,14 @@ type InputStatus struct {
 		Late     int64 `json:"late"`
 	} `json:"frames"`
 	SRT any `json:"srt,omitempty"`
+	// Telemetry is the appliance's in-band report (levels, encoder, link),
+	// present for Tandem appliances; AgeMs says how old it is.
+	Telemetry *TelemetryStatus `json:"telemetry,omitempty"`
+}
+
+type TelemetryStatus struct {
+	telemetry.Report
+	AgeMs int64 `json:"age_ms"`
 }
 
 type OutputStatus struct {
@@ -206,6 +215,9 @@ func (s *stream) snapshot() StreamStatus {
 		}
 		if in.stats != nil {
 			is.SRT = in.stats()
+		}
+		if in.telemetry != nil {
+			is.Telemetry = &TelemetryStatus{Report: *in.telemetry, AgeMs: now.Sub(in.telemetryAt).Milliseconds()}
 		}
 		st.Inputs = append(st.Inputs, is)
 	}

@@ -10,6 +10,7 @@ import (
 	"tandem/uplink/mpegts"
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
+	"tandem/uplink/telemetry"
 )
 
 // serveSRT reads one publisher until it goes away or is refused.
@@ -59,6 +60,8 @@ func (s *Server) serveSRT(ctx context.Context, c *srt.Conn) {
 // first audio track into the stream. It returns why it stopped.
 func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input) string {
 	audioPID := -1
+	badTelemetry := 0
+	isTandem := false
 	send := func(m message) {
 		select {
 		case st.inbox <- m:
@@ -68,6 +71,11 @@ func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input
 	}
 	dmx := mpegts.NewDemuxer(mpegts.Handler{
 		OnTrack: func(t mpegts.TrackInfo) {
+			if t.PID == telemetry.PID {
+				// Only a Tandem appliance's registered stream is ours:
+				// other encoders put subtitles or AC-3 in private data.
+				isTandem = t.FormatID == mpegts.FormatTandem
+			}
 			if t.Kind != media.KindAudio || (audioPID >= 0 && int(t.PID) != audioPID) {
 				return
 			}
@@ -78,6 +86,20 @@ func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input
 			if int(pid) == audioPID {
 				send(message{kind: msgFrame, in: in, frame: f})
 			}
+		},
+		OnData: func(pid uint16, pts int64, payload []byte) {
+			if pid != telemetry.PID || !isTandem {
+				return
+			}
+			r, err := telemetry.Unmarshal(payload)
+			if err != nil {
+				badTelemetry++
+				if badTelemetry == 1 || badTelemetry%100 == 0 {
+					st.log.Warn("ignoring bad in-band telemetry", "input", in.remote, "count", badTelemetry, "err", err)
+				}
+				return
+			}
+			send(message{kind: msgTelemetry, in: in, telemetry: r})
 		},
 	})
 	buf := make([]byte, 1500)

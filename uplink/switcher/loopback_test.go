@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"tandem/uplink/media"
+	"tandem/uplink/mpegts"
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
 	"tandem/uplink/switcher"
+	"tandem/uplink/telemetry"
 	"tandem/uplink/testpub"
 )
 
@@ -157,4 +160,46 @@ func hasEvent(evs []switcher.Event, kind, mention string) bool {
 		}
 	}
 	return false
+}
+
+func TestInBandTelemetryShowsInAPI(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	frames := encodedTone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := srt.Dial(ctx, srv.SRTAddr().String(), srt.Options{StreamID: "#!::r=live/tel,m=publish,s=abc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
+	mux := mpegts.NewMuxer([]mpegts.Track{
+		{PID: 0x100, Kind: media.KindAudio, Audio: audio},
+		{PID: telemetry.PID, StreamType: mpegts.StreamTypePrivate, FormatID: mpegts.FormatTandem},
+	}, func(msg []byte) error { return c.WriteMessage(msg) })
+	start := time.Now()
+	for n := int64(0); n < 150; n++ {
+		time.Sleep(time.Until(start.Add(time.Duration(n) * 1024 * time.Second / 48000)))
+		pts := audio.FramePTS(n)
+		if err := mux.WriteFrame(0x100, media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: frames[n]}); err != nil {
+			t.Fatal(err)
+		}
+		if n%47 == 0 {
+			b, _ := telemetry.Marshal(telemetry.Report{Feed: "primary", Encoder: "running",
+				Levels: []telemetry.ChannelLevel{{PeakDBFS: -12, RMSDBFS: -15}, {PeakDBFS: -12.5, RMSDBFS: -15.5}},
+				Link:   telemetry.LinkStatus{Name: "a", Up: true}})
+			if err := mux.WriteData(telemetry.PID, pts, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := findStream(getStreams(t, base, nil), "live/tel")
+	if st == nil || len(st.Inputs) != 1 || st.Inputs[0].Telemetry == nil {
+		t.Fatalf("no telemetry in the API: %+v", st)
+	}
+	tel := st.Inputs[0].Telemetry
+	if len(tel.Levels) != 2 || tel.Levels[1].PeakDBFS != -12.5 || tel.Encoder != "running" || !tel.Link.Up || tel.AgeMs > 3000 {
+		t.Fatalf("telemetry in the API: %+v", tel)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
 	"tandem/uplink/switcher/merge"
+	"tandem/uplink/telemetry"
 )
 
 // Packet is one emitted frame as the outputs see it.
@@ -39,15 +40,19 @@ type input struct {
 	hasAudio bool
 	rate     rateMeter
 	refused  string
+	// telemetry is the appliance's last in-band report, if it sends any.
+	telemetry   *telemetry.Report
+	telemetryAt time.Time
 }
 
 // message is what ingest sends a stream.
 type message struct {
-	in     *input
-	kind   messageKind
-	frame  media.Frame
-	audio  media.AudioConfig
-	reason string
+	in        *input
+	kind      messageKind
+	frame     media.Frame
+	audio     media.AudioConfig
+	reason    string
+	telemetry telemetry.Report
 	// attach replies with the role, or an error refusing the input.
 	reply chan error
 }
@@ -59,6 +64,7 @@ const (
 	msgTrack
 	msgFrame
 	msgDetach
+	msgTelemetry
 )
 
 // stream is one logical stream: its inputs, its merge and its output.
@@ -176,6 +182,11 @@ func (s *stream) handle(m message) {
 		}
 		in.rate.add(now, len(m.frame.Data))
 		s.merge.Push(now, in.role, m.frame)
+	case msgTelemetry:
+		if s.slots[in.role] == in {
+			r := m.telemetry
+			in.telemetry, in.telemetryAt = &r, now
+		}
 	case msgDetach:
 		if s.slots[in.role] != in {
 			return
