@@ -83,6 +83,16 @@ type Config struct {
 	// Window is how many frames each input may buffer ahead. Default 512
 	// (about 11 s of 48 kHz AAC).
 	Window int
+	// Policy decides which input the output follows.
+	Policy Policy
+	// Hysteresis is the score margin the best policy needs before it
+	// switches (scores run 0..100). Default 15.
+	Hysteresis float64
+	// BestHold is how long the other input must keep that margin. Default 3 s.
+	BestHold time.Duration
+	// BestDwell is the least time between two switches of the best policy.
+	// Default 10 s.
+	BestDwell time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -101,7 +111,80 @@ func (c Config) withDefaults() Config {
 	if c.Window <= 0 {
 		c.Window = 512
 	}
+	if c.Hysteresis <= 0 {
+		c.Hysteresis = 15
+	}
+	if c.BestHold <= 0 {
+		c.BestHold = 3 * time.Second
+	}
+	if c.BestDwell <= 0 {
+		c.BestDwell = 10 * time.Second
+	}
 	return c
+}
+
+// Policy decides which input the output follows.
+type Policy int
+
+const (
+	// PrimaryPreferred fails over when the primary (or the pinned input)
+	// is unhealthy and returns once it has been healthy for Config.Stable.
+	PrimaryPreferred Policy = iota
+	// Equal fails over when the active input is unhealthy and stays on
+	// whatever is active after that.
+	Equal
+	// Best follows the input with the better score, with hysteresis.
+	Best
+)
+
+func (p Policy) String() string {
+	switch p {
+	case Equal:
+		return "equal"
+	case Best:
+		return "best"
+	}
+	return "primary-preferred"
+}
+
+// ParsePolicy reads a policy name as written in configuration.
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "", "primary-preferred":
+		return PrimaryPreferred, nil
+	case "equal":
+		return Equal, nil
+	case "best":
+		return Best, nil
+	}
+	return 0, fmt.Errorf("unknown policy %q (want primary-preferred, equal or best)", s)
+}
+
+// HealthState orders how usable an input is.
+type HealthState int
+
+const (
+	Healthy HealthState = iota
+	Degraded
+	Failed
+)
+
+func (h HealthState) String() string {
+	switch h {
+	case Degraded:
+		return "degraded"
+	case Failed:
+		return "failed"
+	}
+	return "healthy"
+}
+
+// InputHealth is what the health monitor says of an input.
+type InputHealth struct {
+	State  HealthState
+	Reason string
+	// Score ranks inputs for the best policy: 0..100, higher is better.
+	Score float64
 }
 
 // Output is one frame to emit, on the output timeline.
@@ -126,6 +209,7 @@ const (
 	EventHoleEnd   EventKind = "hole-end"
 	EventResync    EventKind = "resync"
 	EventHold      EventKind = "hold"
+	EventManual    EventKind = "manual"
 )
 
 // maxBehind is how late the output may fall before it restarts its clock.
@@ -181,6 +265,12 @@ type input struct {
 	lastSeen time.Time
 	// since is when the input's current run of frames without a stall began.
 	since time.Time
+	// health is the monitor's last word; okSince is when the input last
+	// became healthy (zero while it is not); failed is set once it failed
+	// during this online period (so a return waits for the stability window).
+	health  InputHealth
+	okSince time.Time
+	failed  bool
 	// zero is this input's own arrival envelope (see Merge.zero), and
 	// jitter the most any of its frames arrived after it, this window and
 	// the last: a bursty publisher (several frames per PES) needs that much
@@ -204,6 +294,12 @@ type Merge struct {
 	in     [2]input
 	active Role
 	mode   Mode
+	// pinned is an operator's choice of input: it takes the primary's
+	// place as the preferred input, and automatic failover stays armed.
+	pinned     bool
+	pin        Role
+	lastSwitch time.Time
+	betterFrom time.Time // best policy: since when the other input leads
 
 	online    bool
 	next      int64     // next output index to emit
@@ -268,6 +364,7 @@ func (m *Merge) Connect(now time.Time, r Role, session string) {
 	in.present = true
 	in.session = session
 	in.lastSeen = now
+	in.health = InputHealth{}
 	m.updateMode(now)
 }
 
@@ -280,8 +377,8 @@ func (m *Merge) Disconnect(now time.Time, r Role, reason string) {
 		return
 	}
 	in.present = false
-	if m.active == r && m.in[r.Other()].present {
-		m.switchTo(now, r.Other(), fmt.Sprintf("%s disconnected: %s", r, reason))
+	if m.online && !in.lastSeen.IsZero() && m.mode != ModeAligned {
+		in.failed = true
 	}
 	m.updateMode(now)
 }
@@ -300,13 +397,7 @@ func (m *Merge) updateMode(now time.Time) {
 		m.mode = mode
 		m.emitEvent(Event{Time: now, Kind: EventMode, Reason: mode.String()})
 	}
-	// The primary is preferred whenever it is there.
-	if p.present && m.active != Primary && mode != ModeSplice {
-		m.switchTo(now, Primary, "primary present")
-	}
-	if !p.present && f.present && m.active != Fallback {
-		m.switchTo(now, Fallback, "primary absent")
-	}
+	m.decide(now)
 }
 
 func (m *Merge) switchTo(now time.Time, r Role, reason string) {
@@ -315,7 +406,167 @@ func (m *Merge) switchTo(now time.Time, r Role, reason string) {
 	}
 	m.emitEvent(Event{Time: now, Kind: EventSwitch, From: m.active, To: r, Reason: reason})
 	m.active = r
-	m.counters.Switches++
+	m.lastSwitch = now
+	m.betterFrom = time.Time{}
+	if m.online {
+		m.counters.Switches++
+	}
+}
+
+// SetHealth records the health monitor's view of input r.
+func (m *Merge) SetHealth(now time.Time, r Role, h InputHealth) {
+	m.in[r].health = h
+	m.decide(now)
+}
+
+// Health is input r's effective health: the monitor's view, overridden by
+// what the merge sees itself (absent, or no frame for the stall threshold).
+func (m *Merge) Health(now time.Time, r Role) InputHealth {
+	in := &m.in[r]
+	switch {
+	case !in.present:
+		return InputHealth{State: Failed, Reason: "disconnected"}
+	case in.lastSeen.IsZero():
+		return InputHealth{State: Failed, Reason: "no frame yet"}
+	case now.Sub(in.lastSeen) >= m.cfg.Stall:
+		return InputHealth{State: Failed, Reason: fmt.Sprintf("stall: no frame for %v", now.Sub(in.lastSeen).Round(time.Millisecond))}
+	}
+	h := in.health
+	if h.State == Healthy && h.Score == 0 {
+		h.Score = 100
+	}
+	return h
+}
+
+// Pin makes r the preferred input, as an operator's manual switch. The
+// output goes to r now if r is not failed; automatic failover stays armed.
+func (m *Merge) Pin(now time.Time, r Role) error {
+	if !m.in[r].present {
+		return fmt.Errorf("the %s input is not connected", r)
+	}
+	m.pinned, m.pin = true, r
+	m.emitEvent(Event{Time: now, Kind: EventManual, From: m.active, To: r, Reason: fmt.Sprintf("operator chose the %s input", r)})
+	if h := m.Health(now, r); h.State != Failed {
+		m.switchTo(now, r, "manual switch")
+	}
+	m.decide(now)
+	return nil
+}
+
+// Unpin returns the choice of input to the policy.
+func (m *Merge) Unpin(now time.Time) {
+	if !m.pinned {
+		return
+	}
+	m.pinned = false
+	m.emitEvent(Event{Time: now, Kind: EventManual, Reason: "operator returned the choice to the " + m.cfg.Policy.String() + " policy"})
+	m.decide(now)
+}
+
+// Preferred is the input the policy returns to, and whether an operator chose it.
+func (m *Merge) Preferred() (Role, bool) {
+	if m.pinned {
+		return m.pin, true
+	}
+	return Primary, false
+}
+
+// Policy is the stream's policy.
+func (m *Merge) Policy() Policy { return m.cfg.Policy }
+
+// decide applies the policy: which input the output follows now.
+func (m *Merge) decide(now time.Time) {
+	var hs [2]InputHealth
+	for r := range m.in {
+		in := &m.in[r]
+		hs[r] = m.Health(now, Role(r))
+		if hs[r].State == Healthy {
+			if in.okSince.IsZero() {
+				in.okSince = now
+			}
+		} else {
+			in.okSince = time.Time{}
+			// In aligned mode a transport outage (stall, disconnect) is
+			// covered frame by frame and the way back is hitless, so only
+			// what the health monitor reports (silence, loss, ...) makes
+			// the return wait for the stability window.
+			transport := in.health.State == Healthy
+			if m.online && in.present && hs[r].State == Failed && !in.lastSeen.IsZero() && !(m.mode == ModeAligned && transport) {
+				in.failed = true
+			}
+		}
+	}
+	a := m.active
+	o := a.Other()
+	ha, ho := hs[a], hs[o]
+	if !m.in[o].present {
+		if m.in[a].present || !m.in[o].present && !m.in[a].present {
+			return
+		}
+	}
+	if !m.in[a].present && m.in[o].present {
+		m.switchTo(now, o, fmt.Sprintf("%s %s", a, ha.Reason))
+		return
+	}
+	policy := m.cfg.Policy
+	if m.pinned {
+		policy = PrimaryPreferred
+	}
+	switch policy {
+	case PrimaryPreferred:
+		pref, _ := m.Preferred()
+		hp := hs[pref]
+		if a == pref {
+			if ha.State != Healthy && ho.State < ha.State {
+				m.switchTo(now, o, fmt.Sprintf("%s %s: %s", a, ha.State, ha.Reason))
+			}
+			return
+		}
+		// On the other input: return to the preferred one once it is
+		// stable, at once if it never failed (it is only now arriving),
+		// or at once if the active input is worse off.
+		in := &m.in[pref]
+		switch {
+		case hp.State == Healthy && !in.failed:
+			m.switchTo(now, pref, fmt.Sprintf("%s present and healthy", pref))
+		case hp.State == Healthy && now.Sub(in.okSince) >= m.cfg.Stable:
+			in.failed = false
+			m.switchTo(now, pref, fmt.Sprintf("%s healthy for %v", pref, m.cfg.Stable))
+		case ha.State == Failed && hp.State < Failed:
+			m.switchTo(now, pref, fmt.Sprintf("%s %s: %s", a, ha.State, ha.Reason))
+		}
+	case Equal:
+		if ha.State != Healthy && ho.State < ha.State {
+			m.switchTo(now, o, fmt.Sprintf("%s %s: %s", a, ha.State, ha.Reason))
+		}
+	case Best:
+		if ha.State == Failed && ho.State < Failed {
+			m.switchTo(now, o, fmt.Sprintf("%s %s: %s", a, ha.State, ha.Reason))
+			return
+		}
+		sa, so := score(ha), score(ho)
+		if so <= sa+m.cfg.Hysteresis {
+			m.betterFrom = time.Time{}
+			return
+		}
+		if m.betterFrom.IsZero() {
+			m.betterFrom = now
+		}
+		if now.Sub(m.betterFrom) >= m.cfg.BestHold && (m.lastSwitch.IsZero() || now.Sub(m.lastSwitch) >= m.cfg.BestDwell) {
+			m.switchTo(now, o, fmt.Sprintf("%s scores %.0f against %s's %.0f for %v", o, so, a, sa, m.cfg.BestHold))
+		}
+	}
+}
+
+// score ranks an input for the best policy.
+func score(h InputHealth) float64 {
+	switch h.State {
+	case Failed:
+		return -1
+	case Degraded:
+		return min(h.Score, 50)
+	}
+	return h.Score
 }
 
 func (m *Merge) emitEvent(e Event) { m.events = append(m.events, e) }
@@ -566,7 +817,7 @@ func (m *Merge) NextDeadline() (time.Time, bool) {
 func (m *Merge) Tick(now time.Time) ([]Output, []Event) {
 	m.out = m.out[:0]
 	if m.online {
-		m.checkStall(now)
+		m.decide(now)
 		m.driftWindow(now)
 		if behind := now.Sub(m.deadline(m.next)); behind > maxBehind {
 			// The owner was not scheduled for a long time (suspended VM,
@@ -601,21 +852,6 @@ func (m *Merge) driftWindow(now time.Time) {
 	m.rollJitter(now)
 	m.winMin = time.Duration(1 << 62)
 	m.winStart = now
-}
-
-func (m *Merge) checkStall(now time.Time) {
-	if m.mode != ModeSplice {
-		return
-	}
-	a, o := m.active, m.active.Other()
-	if now.Sub(m.in[a].lastSeen) >= m.cfg.Stall && now.Sub(m.in[o].lastSeen) < m.cfg.Stall {
-		m.switchTo(now, o, fmt.Sprintf("%s delivered no frame for %v", a, now.Sub(m.in[a].lastSeen).Round(time.Millisecond)))
-		return
-	}
-	p := &m.in[Primary]
-	if a == Fallback && p.present && now.Sub(p.lastSeen) < m.cfg.Stall && now.Sub(p.since) >= m.cfg.Stable {
-		m.switchTo(now, Primary, fmt.Sprintf("primary stable for %v", m.cfg.Stable))
-	}
 }
 
 func (m *Merge) take(r Role, n int64) (media.Frame, bool) {

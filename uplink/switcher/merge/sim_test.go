@@ -22,7 +22,9 @@ type delivery struct {
 	// connect/disconnect instead of a frame
 	connect, disconnect bool
 	session             string
-	frame               media.Frame
+	// action, if set, is run instead (health reports, operator commands).
+	action func(m *Merge, now time.Time)
+	frame  media.Frame
 }
 
 type queue []delivery
@@ -96,6 +98,20 @@ func (s *sim) feed(r Role, p path, session string, start time.Time, ptsOrigin in
 	}
 }
 
+func (s *sim) at(t time.Duration, f func(m *Merge, now time.Time)) {
+	s.q.add(delivery{at: t0.Add(t), action: f})
+}
+
+func (s *sim) switches() []Event {
+	var sw []Event
+	for _, e := range s.events {
+		if e.Kind == EventSwitch {
+			sw = append(sw, e)
+		}
+	}
+	return sw
+}
+
 func (s *sim) disconnectAt(r Role, at time.Time) {
 	s.q.add(delivery{at: at, role: r, disconnect: true})
 }
@@ -129,6 +145,8 @@ func (s *sim) run(until time.Time) {
 			}
 			heap.Pop(&s.q)
 			switch {
+			case d.action != nil:
+				d.action(s.m, s.now)
 			case d.connect:
 				s.m.Connect(s.now, d.role, d.session)
 			case d.disconnect:
