@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tandem/uplink/switcher/merge"
 )
 
 // Config is the switcher's configuration. Defaults come from
@@ -35,6 +37,8 @@ type Config struct {
 	// Stable is how long a returning primary must be healthy before a
 	// spliced stream returns to it.
 	Stable Duration `json:"stable"`
+	// Policy is the default failover policy: primary-preferred, equal or best.
+	Policy string `json:"policy"`
 	// Streams configures publish keys and passphrases per "<app>/<name>".
 	// With no streams configured, publishing is open to any stream id.
 	Streams map[string]StreamConfig `json:"streams"`
@@ -55,6 +59,8 @@ type StreamConfig struct {
 	Key string `json:"key"`
 	// Passphrase, if set, is the AES passphrase publishers must use.
 	Passphrase string `json:"passphrase"`
+	// Policy overrides the default failover policy for this stream.
+	Policy string `json:"policy"`
 }
 
 // DefaultConfig is what the switcher runs with when nothing is configured.
@@ -66,6 +72,7 @@ func DefaultConfig() Config {
 		Grace:          Duration(10 * time.Second),
 		SpliceStall:    Duration(500 * time.Millisecond),
 		Stable:         Duration(10 * time.Second),
+		Policy:         "primary-preferred",
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
 	}
@@ -122,7 +129,13 @@ func (c Config) Validate() error {
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
 	}
+	if _, err := merge.ParsePolicy(c.Policy); err != nil {
+		bad("policy", "%v", err)
+	}
 	for name, s := range c.Streams {
+		if _, err := merge.ParsePolicy(s.Policy); err != nil {
+			bad("streams."+name+".policy", "%v", err)
+		}
 		app, n, ok := strings.Cut(name, "/")
 		if !ok || app == "" || n == "" || strings.HasSuffix(n, "_fallback") {
 			bad("streams."+name, "name must be <app>/<name> without the _fallback suffix")
@@ -199,6 +212,8 @@ func (c *Config) applyEnv(environ []string) error {
 			err = c.SpliceStall.parse(v)
 		case "stable":
 			err = c.Stable.parse(v)
+		case "policy":
+			c.Policy = v
 		case "listener_buffer":
 			c.ListenerBuffer, err = strconv.Atoi(v)
 		case "listener_burst":
@@ -235,4 +250,14 @@ func (d *Duration) parse(s string) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// policyFor is the failover policy of a stream (validated already).
+func (c Config) policyFor(stream string) merge.Policy {
+	name := c.Policy
+	if sc, ok := c.Streams[stream]; ok && sc.Policy != "" {
+		name = sc.Policy
+	}
+	p, _ := merge.ParsePolicy(name)
+	return p
 }

@@ -12,6 +12,7 @@ import (
 
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/merge"
 	"tandem/uplink/telemetry"
 )
 
@@ -19,6 +20,7 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/streams", s.handleStreams)
 	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	mux.HandleFunc("POST /api/v1/streams/{app}/{name}/active", s.handleActive)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{app}/{file}", func(w http.ResponseWriter, r *http.Request) { s.handleListen(ctx, w, r) })
 	return mux
@@ -129,6 +131,9 @@ type StreamStatus struct {
 	State          string        `json:"state"` // online, offline, waiting
 	Mode           string        `json:"mode,omitempty"`
 	Active         string        `json:"active_input,omitempty"`
+	Policy         string        `json:"policy,omitempty"`
+	Preferred      string        `json:"preferred_input,omitempty"`
+	Pinned         bool          `json:"pinned"`
 	Audio          *AudioStatus  `json:"audio,omitempty"`
 	PlayoutDelayMs float64       `json:"playout_delay_ms"`
 	Inputs         []InputStatus `json:"inputs"`
@@ -148,6 +153,8 @@ type InputStatus struct {
 	Protocol    string       `json:"protocol"`
 	Remote      string       `json:"remote"`
 	Session     string       `json:"session,omitempty"`
+	Health      string       `json:"health,omitempty"`
+	HealthWhy   string       `json:"health_reason,omitempty"`
 	ConnectedAt time.Time    `json:"connected_at"`
 	Audio       *AudioStatus `json:"audio,omitempty"`
 	BitrateKbps float64      `json:"bitrate_kbps"`
@@ -193,6 +200,9 @@ func (s *stream) snapshot() StreamStatus {
 		}
 		st.Mode = s.merge.Mode().String()
 		st.Active = s.merge.Active().String()
+		st.Policy = s.merge.Policy().String()
+		pref, pinned := s.merge.Preferred()
+		st.Preferred, st.Pinned = pref.String(), pinned
 		st.Audio = audioStatus(s.audio)
 		c := s.merge.Counters()
 		st.Output = OutputStatus{FramesEmitted: c.Emitted, FramesFromFallback: c.FromFallback, HolesFilled: c.Holes, Switches: c.Switches}
@@ -208,6 +218,10 @@ func (s *stream) snapshot() StreamStatus {
 		}
 		if in.hasAudio {
 			is.Audio = audioStatus(in.audio)
+		}
+		if s.merge != nil && in.hasAudio {
+			h := s.merge.Health(now, in.role)
+			is.Health, is.HealthWhy = h.State.String(), h.Reason
 		}
 		if s.merge != nil {
 			ic := s.merge.InputCounters(in.role)
@@ -259,4 +273,67 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// handleActive is the manual switch: {"input":"primary"|"fallback"} pins
+// that input (automatic failover stays armed), {"input":"auto"} returns the
+// choice to the stream's policy.
+func (s *Server) handleActive(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("app") + "/" + r.PathValue("name")
+	var req struct {
+		Input string `json:"input"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		http.Error(w, `body must be {"input":"primary"|"fallback"|"auto"}: `+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var pin *merge.Role
+	switch req.Input {
+	case "primary":
+		p := merge.Primary
+		pin = &p
+	case "fallback":
+		f := merge.Fallback
+		pin = &f
+	case "auto":
+	default:
+		http.Error(w, fmt.Sprintf("input %q: want primary, fallback or auto", req.Input), http.StatusBadRequest)
+		return
+	}
+	st := s.lookup(name)
+	if st == nil {
+		http.Error(w, "no stream "+name, http.StatusNotFound)
+		return
+	}
+	reply := make(chan error, 1)
+	select {
+	case st.inbox <- message{kind: msgPin, pin: pin, reply: reply}:
+	case <-st.done:
+		http.Error(w, "stream "+name+" ended", http.StatusNotFound)
+		return
+	case <-r.Context().Done():
+		return
+	}
+	var err error
+	select {
+	case err = <-reply:
+	case <-st.done:
+		err = errors.New("stream ended")
+	case <-r.Context().Done():
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	s.log.Info("manual switch", "stream", name, "input", req.Input, "from", r.RemoteAddr)
+	status := make(chan StreamStatus, 1)
+	select {
+	case st.status <- status:
+		writeJSON(w, <-status)
+	case <-st.done:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

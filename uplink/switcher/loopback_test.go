@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -201,5 +203,63 @@ func TestInBandTelemetryShowsInAPI(t *testing.T) {
 	tel := st.Inputs[0].Telemetry
 	if len(tel.Levels) != 2 || tel.Levels[1].PeakDBFS != -12.5 || tel.Encoder != "running" || !tel.Link.Up || tel.AgeMs > 3000 {
 		t.Fatalf("telemetry in the API: %+v", tel)
+	}
+}
+
+func TestManualSwitchAPI(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	runPublisher(t, testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "m",
+		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}, {Role: streamid.RoleFallback, Bitrate: 64000}}})
+	if !waitFor(15*time.Second, func() bool {
+		st := findStream(getStreams(t, base, nil), "live/m")
+		return st != nil && st.Mode == "aligned" && st.Active == "primary"
+	}) {
+		t.Fatalf("stream not aligned on the primary: %+v", findStream(getStreams(t, base, nil), "live/m"))
+	}
+	l := listen(t, base+"/live/m.aac", nil)
+	post := func(body string) (int, string) {
+		resp, err := http.Post(base+"/api/v1/streams/live/m/active", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(`{"input":"fallback"}`); code != 200 || !strings.Contains(body, `"active_input": "fallback"`) || !strings.Contains(body, `"pinned": true`) {
+		t.Fatalf("pin fallback: %d %s", code, body)
+	}
+	time.Sleep(2 * time.Second)
+	st := findStream(getStreams(t, base, nil), "live/m")
+	if st.Active != "fallback" || st.Output.FramesFromFallback < 80 {
+		t.Fatalf("after pinning the fallback: active %s, %d frames from the fallback", st.Active, st.Output.FramesFromFallback)
+	}
+	if code, body := post(`{"input":"auto"}`); code != 200 || !strings.Contains(body, `"active_input": "primary"`) || !strings.Contains(body, `"pinned": false`) {
+		t.Fatalf("auto: %d %s", code, body)
+	}
+	for _, bad := range []struct {
+		body string
+		code int
+	}{{`{"input":"third"}`, 400}, {`{"inptu":"primary"}`, 400}, {`not json`, 400}} {
+		if code, body := post(bad.body); code != bad.code {
+			t.Errorf("POST %s: %d %s, want %d", bad.body, code, body, bad.code)
+		}
+	}
+	resp, _ := http.Post(base+"/api/v1/streams/live/nope/active", "application/json", strings.NewReader(`{"input":"primary"}`))
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown stream: %d, want 404", resp.StatusCode)
+	}
+	resp.Body.Close()
+	time.Sleep(time.Second)
+	frames, _, err := l.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := toneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentAfterStart() != 0 {
+		t.Fatalf("manual switches were not seamless: %v", r)
+	}
+	if !hasEvent(getEvents(t, base), "manual", "operator chose the fallback") {
+		t.Fatalf("no manual event: %+v", getEvents(t, base))
 	}
 }

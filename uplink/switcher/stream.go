@@ -53,8 +53,10 @@ type message struct {
 	audio     media.AudioConfig
 	reason    string
 	telemetry telemetry.Report
-	// attach replies with the role, or an error refusing the input.
+	// attach and pin reply with nil, or an error refusing the request.
 	reply chan error
+	// pin is the input an operator chose; nil returns the choice to the policy.
+	pin *merge.Role
 }
 
 type messageKind int
@@ -65,6 +67,7 @@ const (
 	msgFrame
 	msgDetach
 	msgTelemetry
+	msgPin
 )
 
 // stream is one logical stream: its inputs, its merge and its output.
@@ -182,6 +185,8 @@ func (s *stream) handle(m message) {
 		}
 		in.rate.add(now, len(m.frame.Data))
 		s.merge.Push(now, in.role, m.frame)
+	case msgPin:
+		m.reply <- s.pinInput(now, m.pin)
 	case msgTelemetry:
 		if s.slots[in.role] == in {
 			r := m.telemetry
@@ -255,6 +260,7 @@ func (s *stream) track(now time.Time, in *input, cfg media.AudioConfig) {
 			Grace:  time.Duration(s.srv.cfg.Grace),
 			Stall:  time.Duration(s.srv.cfg.SpliceStall),
 			Stable: time.Duration(s.srv.cfg.Stable),
+			Policy: s.srv.cfg.policyFor(s.name),
 		}, cfg, silence)
 		s.record("format", fmt.Sprintf("%s set the stream's audio: %s", r, cfg), &r)
 	} else if err := s.audio.Match(cfg); err != nil {
@@ -379,4 +385,18 @@ func (r *rateMeter) kbps(now time.Time) float64 {
 		return 0
 	}
 	return float64(total) * 8 / 1000 / float64(secs)
+}
+
+// pinInput is an operator's manual switch.
+func (s *stream) pinInput(now time.Time, r *merge.Role) error {
+	if s.merge == nil {
+		return fmt.Errorf("stream %s has no audio yet", s.name)
+	}
+	if r == nil {
+		s.merge.Unpin(now)
+	} else if err := s.merge.Pin(now, *r); err != nil {
+		return err
+	}
+	s.tick(now)
+	return nil
 }
