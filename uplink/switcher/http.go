@@ -21,6 +21,7 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 	mux.HandleFunc("GET /api/v1/streams", s.handleStreams)
 	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
 	mux.HandleFunc("POST /api/v1/streams/{app}/{name}/active", s.handleActive)
+	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{app}/{file}", func(w http.ResponseWriter, r *http.Request) { s.handleListen(ctx, w, r) })
 	return mux
@@ -80,6 +81,8 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	log := st.log.With("listener", conn.RemoteAddr().String())
 	log.Info("listener connected")
+	st.listeners.Add(1)
+	defer st.listeners.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// A client that closes its side is noticed by a read returning.
@@ -207,6 +210,7 @@ func (s *stream) snapshot() StreamStatus {
 		c := s.merge.Counters()
 		st.Output = OutputStatus{FramesEmitted: c.Emitted, FramesFromFallback: c.FromFallback, HolesFilled: c.Holes, Switches: c.Switches}
 	}
+	st.Output.Listeners = int(s.listeners.Load())
 	for _, in := range s.slots {
 		if in == nil {
 			continue
@@ -241,18 +245,24 @@ func (s *stream) snapshot() StreamStatus {
 func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Streams []StreamStatus `json:"streams"`
-	}{Streams: []StreamStatus{}}
+	}{Streams: s.statuses(r.Context().Done())}
+	writeJSON(w, out)
+}
+
+// statuses asks every stream for its status; cancel (may be nil) stops early.
+func (s *Server) statuses(cancel <-chan struct{}) []StreamStatus {
+	out := []StreamStatus{}
 	for _, st := range s.streamList() {
 		reply := make(chan StreamStatus, 1)
 		select {
 		case st.status <- reply:
-			out.Streams = append(out.Streams, <-reply)
+			out = append(out, <-reply)
 		case <-st.done:
-		case <-r.Context().Done():
-			return
+		case <-cancel:
+			return out
 		}
 	}
-	writeJSON(w, out)
+	return out
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {

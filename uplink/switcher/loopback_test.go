@@ -263,3 +263,34 @@ func TestManualSwitchAPI(t *testing.T) {
 		t.Fatalf("no manual event: %+v", getEvents(t, base))
 	}
 }
+
+func TestMetricsExposeStreamsAndInputs(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	runPublisher(t, testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "met",
+		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}, {Role: streamid.RoleFallback, Bitrate: 64000}}})
+	l := listen(t, base+"/live/met.aac", nil)
+	time.Sleep(2 * time.Second)
+	body, err := httpGet(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`tandem_stream_online{stream="live/met"} 1`,
+		`tandem_stream_listeners{stream="live/met"} 1`,
+		`tandem_stream_active_input{input="primary",stream="live/met"} 1`,
+		`tandem_input_connected{input="fallback",stream="live/met"} 1`,
+		`tandem_input_health{input="primary",stream="live/met"} 0`,
+		`tandem_stream_holes_filled_total{stream="live/met"} 0`,
+		`tandem_input_srt_rtt_seconds{input="primary",stream="live/met"}`,
+		`tandem_input_bitrate_bits_per_second{input="fallback",stream="live/met"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `stream="live/met_fallback"`) {
+		t.Error("the fallback appears as a stream in /metrics")
+	}
+	l.close()
+}

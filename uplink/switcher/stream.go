@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/uplink/adts"
@@ -85,6 +86,8 @@ type stream struct {
 	// the server's mutex, so a stream is never removed while one arrives.
 	attached int
 	dead     bool
+	// listeners counts HTTP listeners; written by their handlers.
+	listeners atomic.Int64
 
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex

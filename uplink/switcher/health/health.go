@@ -185,9 +185,9 @@ func joinReasons(rs []string) string {
 const levelFloor = -200.0
 
 type srtSample struct {
-	t                      time.Time
-	recv, loss, retrans    int64
-	rtt                    time.Duration
+	t                   time.Time
+	recv, loss, retrans int64
+	rtt                 time.Duration
 }
 
 // Input is the health state of one input. It is not safe for concurrent
@@ -603,4 +603,3 @@ func Score(h Health, rttMs float64, lossPct float64) float64 {
 	}
 	return base - 40*clamp(rttMs, 2000)/2000 - 50*clamp(lossPct, 30)/30 - 4*float64(min(len(h.Reasons), 2))
 }
-
