@@ -251,6 +251,13 @@ func getEvents(t testing.TB, base string) []switcher.Event {
 
 // runPublisher runs an in-process test publisher until the test ends.
 func runPublisher(t testing.TB, cfg testpub.Config) *testpub.Publisher {
+	p, _ := runStoppablePublisher(t, cfg)
+	return p
+}
+
+// runStoppablePublisher is runPublisher with a function that stops it early
+// (as if its process died: its connections close).
+func runStoppablePublisher(t testing.TB, cfg testpub.Config) (*testpub.Publisher, func()) {
 	t.Helper()
 	need(t, "ffmpeg")
 	cfg.Log = testLogger(t).With("component", "testpub")
@@ -261,13 +268,17 @@ func runPublisher(t testing.TB, cfg testpub.Config) *testpub.Publisher {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("publisher: %v", err)
-		}
-	})
-	return p
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("publisher: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return p, stop
 }
 
 var _ = io.EOF

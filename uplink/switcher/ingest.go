@@ -21,6 +21,10 @@ func (s *Server) serveSRT(ctx context.Context, c *srt.Conn) {
 		s.log.Warn("srt connection with a bad stream id", "streamid", c.StreamID(), "err", err)
 		return
 	}
+	if id.Mode == streamid.ModeRequest {
+		s.serveSRTPull(ctx, c, id)
+		return
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	refusal := make(chan string, 1)

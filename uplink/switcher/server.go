@@ -124,10 +124,19 @@ func (s *Server) authorize(sid string, peer net.Addr) (string, error) {
 		s.refused("", peer, err.Error())
 		return "", &srt.RejectError{Code: srt.RejectBadRequest, Reason: err.Error()}
 	}
-	if id.Mode != streamid.ModePublish {
-		msg := fmt.Sprintf("mode %s for %s: only m=publish is served on this port", id.Mode, id.Stream())
-		s.refused(id.Stream(), peer, msg)
-		return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
+	if id.Mode == streamid.ModeRequest {
+		// A pull: the stream must be on air; its fallback is not a stream.
+		if id.Role == streamid.RoleFallback {
+			msg := fmt.Sprintf("%s_fallback is an input of %s, not a stream", id.Stream(), id.Stream())
+			s.refused(id.Stream(), peer, msg)
+			return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
+		}
+		if st := s.lookup(id.Stream()); st == nil || st.output() == nil {
+			msg := fmt.Sprintf("stream %s is not on air", id.Stream())
+			s.refused(id.Stream(), peer, msg)
+			return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
+		}
+		return "", nil
 	}
 	passphrase := ""
 	if len(s.cfg.Streams) > 0 {

@@ -92,6 +92,8 @@ type stream struct {
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex
 	fan *media.Fanout[Packet]
+	// fanAudio is the audio configuration of fan's frames.
+	fanAudio media.AudioConfig
 
 	slots   [2]*input
 	merge   *merge.Merge
@@ -345,6 +347,7 @@ func (s *stream) openOutput() {
 	defer s.mu.Unlock()
 	if s.fan == nil {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
+		s.fanAudio = s.audio
 	}
 }
 
@@ -402,4 +405,11 @@ func (s *stream) pinInput(now time.Time, r *merge.Role) error {
 	}
 	s.tick(now)
 	return nil
+}
+
+// audioConfig is the audio configuration of the current output.
+func (s *stream) audioConfig() media.AudioConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fanAudio
 }
