@@ -15,7 +15,7 @@ deps:
 ## build: compile every binary into bin/
 build: deps
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./uplink/cmd/... $(wildcard ./firmware/cmd/...)
+	$(GO) build -o $(BIN)/ ./uplink/cmd/... ./firmware/cmd/...
 
 ## demo: switcher + test-tone publisher on two local links; Ctrl-C stops all
 demo: build
