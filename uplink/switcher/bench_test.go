@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"tandem/scripts/e2e"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func BenchmarkLabLatency(b *testing.B) {
 	r.waitAligned(b)
 	l := r.listen(b)
 	time.Sleep(20 * time.Second)
-	frames, arrived, err := l.stop()
+	frames, arrived, err := l.Stop()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,9 +97,9 @@ func BenchmarkSwitcherPairs(b *testing.B) {
 
 func benchPairs(b *testing.B, pairs int) {
 	frames := encodedTone(b)
-	sw, _ := binaries(b)
-	port := freeUDPPort(b)
-	httpPort := freeTCPPort(b)
+	sw := e2e.Binary(b, "tandem/uplink/cmd/tandem-switcher")
+	port := e2e.FreeUDPPort(b)
+	httpPort := e2e.FreeTCPPort(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sw)
@@ -127,12 +128,12 @@ func benchPairs(b *testing.B, pairs int) {
 		}
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	if !waitFor(10*time.Second, func() bool { _, err := httpGet(base + "/healthz"); return err == nil }) {
+	if !e2e.WaitFor(10*time.Second, func() bool { _, err := e2e.HTTPGet(base + "/healthz"); return err == nil }) {
 		b.Fatal("switcher did not start")
 	}
 
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
-	genPorts := []int{freeUDPPort(b), freeUDPPort(b), freeUDPPort(b), freeUDPPort(b)}
+	genPorts := []int{e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b)}
 	type conn struct {
 		c   *srt.Conn
 		mux *mpegts.Muxer
@@ -223,7 +224,7 @@ func benchPairs(b *testing.B, pairs int) {
 	}
 	cores := (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
 
-	body, err := httpGet(base + "/api/v1/streams")
+	body, err := e2e.HTTPGet(base + "/api/v1/streams")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func benchPairs(b *testing.B, pairs int) {
 
 // encodedTone returns 10 s of a 440 Hz tone as raw AAC frames at 128 kbit/s.
 func encodedTone(b testing.TB) [][]byte {
-	ffmpeg := need(b, "ffmpeg")
+	ffmpeg := e2e.Need(b, "ffmpeg")
 	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:duration=10",
 		"-ac", "2", "-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
 	if err != nil {
@@ -304,17 +305,6 @@ func sumField(body, key string) int64 {
 		total += n
 	}
 	return total
-}
-
-func httpGet(url string) (string, error) {
-	resp, err := (&httpClient).Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	_, err = bufio.NewReader(resp.Body).WriteTo(&sb)
-	return sb.String(), err
 }
 
 // threadCPU sums CPU time per thread name (libsrt names its threads SRT:*).

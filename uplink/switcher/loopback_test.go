@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"tandem/scripts/e2e"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 )
 
 func TestThirdPartyFFmpegPublisherIsHeard(t *testing.T) {
-	ffmpeg := need(t, "ffmpeg")
+	ffmpeg := e2e.Need(t, "ffmpeg")
 	srv := startSwitcher(t, nil)
 	url := fmt.Sprintf("srt://%s?streamid=#!::r=live/x,m=publish&latency=120000", srv.SRTAddr())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,20 +42,20 @@ func TestThirdPartyFFmpegPublisherIsHeard(t *testing.T) {
 	defer func() { cancel(); cmd.Wait() }()
 
 	base := "http://" + srv.HTTPAddr().String()
-	l := listen(t, base+"/live/x.aac", nil)
+	l := e2e.Listen(t, base+"/live/x.aac", nil)
 	time.Sleep(6 * time.Second)
-	frames, _, err := l.stop()
+	frames, _, err := l.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := toneOf(t, frames, 997)
+	r := e2e.ToneOf(t, frames, 997)
 	t.Logf("third-party ffmpeg publisher: %d frames heard: %v", len(frames), r)
 	// ffmpeg's first AAC frame is encoder priming and decodes to silence:
 	// silence is only allowed before the tone starts.
 	if r.FrequencyHz < 996.5 || r.FrequencyHz > 997.5 || r.SilentAfterStart() > 0 || r.FirstSound > 5 || r.PhaseJumps > 0 {
 		t.Fatalf("expected a clean 997 Hz tone, got %v (ffmpeg said %q)", r, stderr.String())
 	}
-	st := findStream(getStreams(t, base, nil), "live/x")
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/x")
 	if st != nil && st.Output.HolesFilled != 0 {
 		t.Fatalf("%d holes filled for a single steady publisher", st.Output.HolesFilled)
 	}
@@ -74,7 +75,7 @@ func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
 	addr := srv.SRTAddr().String()
 	runPublisher(t, testpub.Config{Addr: addr, App: "live", Name: "main", Key: "mainkey", Passphrase: "correct-horse-1",
 		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}}})
-	l := listen(t, base+"/live/main.aac", nil)
+	l := e2e.Listen(t, base+"/live/main.aac", nil)
 
 	dial := func(sid, pass string) (*srt.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -123,35 +124,35 @@ func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
 	runPublisher(t, testpub.Config{Addr: addr, App: "live", Name: "main", Key: "mainkey", Passphrase: "correct-horse-1",
 		SampleRate: 44100, Feeds: []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}})
 
-	if !waitFor(10*time.Second, func() bool {
-		return hasEvent(getEvents(t, base), "input-refused", "sample rate") && hasEvent(getEvents(t, base), "input-refused", "MPEG-TS")
+	if !e2e.WaitFor(10*time.Second, func() bool {
+		return hasEvent(e2e.GetEvents(t, base), "input-refused", "sample rate") && hasEvent(e2e.GetEvents(t, base), "input-refused", "MPEG-TS")
 	}) {
-		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", getEvents(t, base))
+		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", e2e.GetEvents(t, base))
 	}
-	for _, e := range getEvents(t, base) {
+	for _, e := range e2e.GetEvents(t, base) {
 		t.Logf("event: %s %s %s: %s", e.Stream, e.Input, e.Kind, e.Detail)
 	}
 	for _, want := range []string{"wrong key", "needs a key", "not configured", "malformed"} {
-		if !hasEvent(getEvents(t, base), "publish-refused", want) {
+		if !hasEvent(e2e.GetEvents(t, base), "publish-refused", want) {
 			t.Errorf("no publish-refused event mentioning %q", want)
 		}
 	}
 	time.Sleep(2 * time.Second)
-	frames, _, err := l.stop()
+	frames, _, err := l.Stop()
 	if err != nil {
 		t.Fatalf("the playing stream's listener dropped: %v", err)
 	}
-	st := findStream(getStreams(t, base, nil), "live/main")
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/main")
 	if st == nil || st.Output.HolesFilled != 0 || st.State != "online" {
 		t.Fatalf("live/main disturbed: %+v", st)
 	}
-	if r := toneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentBlocks != 0 {
+	if r := e2e.ToneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentBlocks != 0 {
 		t.Fatalf("live/main audio disturbed: %v", r)
 	}
-	if s := getStreams(t, base, nil); len(s.Streams) > 2 {
+	if s := e2e.GetStreams(t, base, nil); len(s.Streams) > 2 {
 		t.Fatalf("unexpected streams: %+v", s.Streams)
 	}
-	for _, s := range getStreams(t, base, nil).Streams {
+	for _, s := range e2e.GetStreams(t, base, nil).Streams {
 		if strings.HasSuffix(s.Name, "_fallback") {
 			t.Fatalf("a fallback shows as a stream: %s", s.ID)
 		}
@@ -199,7 +200,7 @@ func TestInBandTelemetryShowsInAPI(t *testing.T) {
 			}
 		}
 	}
-	st := findStream(getStreams(t, base, nil), "live/tel")
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/tel")
 	if st == nil || len(st.Inputs) != 1 || st.Inputs[0].Telemetry == nil {
 		t.Fatalf("no telemetry in the API: %+v", st)
 	}
@@ -214,13 +215,13 @@ func TestManualSwitchAPI(t *testing.T) {
 	base := "http://" + srv.HTTPAddr().String()
 	runPublisher(t, testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "m",
 		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}, {Role: streamid.RoleFallback, Bitrate: 64000}}})
-	if !waitFor(15*time.Second, func() bool {
-		st := findStream(getStreams(t, base, nil), "live/m")
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/m")
 		return st != nil && st.Mode == "aligned" && st.Active == "primary"
 	}) {
-		t.Fatalf("stream not aligned on the primary: %+v", findStream(getStreams(t, base, nil), "live/m"))
+		t.Fatalf("stream not aligned on the primary: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/m"))
 	}
-	l := listen(t, base+"/live/m.aac", nil)
+	l := e2e.Listen(t, base+"/live/m.aac", nil)
 	post := func(body string) (int, string) {
 		resp, err := http.Post(base+"/api/v1/streams/live/m/active", "application/json", strings.NewReader(body))
 		if err != nil {
@@ -234,7 +235,7 @@ func TestManualSwitchAPI(t *testing.T) {
 		t.Fatalf("pin fallback: %d %s", code, body)
 	}
 	time.Sleep(2 * time.Second)
-	st := findStream(getStreams(t, base, nil), "live/m")
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/m")
 	if st.Active != "fallback" || st.Output.FramesFromFallback < 80 {
 		t.Fatalf("after pinning the fallback: active %s, %d frames from the fallback", st.Active, st.Output.FramesFromFallback)
 	}
@@ -255,15 +256,15 @@ func TestManualSwitchAPI(t *testing.T) {
 	}
 	resp.Body.Close()
 	time.Sleep(time.Second)
-	frames, _, err := l.stop()
+	frames, _, err := l.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := toneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentAfterStart() != 0 {
+	if r := e2e.ToneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentAfterStart() != 0 {
 		t.Fatalf("manual switches were not seamless: %v", r)
 	}
-	if !hasEvent(getEvents(t, base), "manual", "operator chose the fallback") {
-		t.Fatalf("no manual event: %+v", getEvents(t, base))
+	if !hasEvent(e2e.GetEvents(t, base), "manual", "operator chose the fallback") {
+		t.Fatalf("no manual event: %+v", e2e.GetEvents(t, base))
 	}
 }
 
@@ -272,9 +273,9 @@ func TestMetricsExposeStreamsAndInputs(t *testing.T) {
 	base := "http://" + srv.HTTPAddr().String()
 	runPublisher(t, testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "met",
 		Feeds: []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}, {Role: streamid.RoleFallback, Bitrate: 64000}}})
-	l := listen(t, base+"/live/met.aac", nil)
+	l := e2e.Listen(t, base+"/live/met.aac", nil)
 	time.Sleep(2 * time.Second)
-	body, err := httpGet(base + "/metrics")
+	body, err := e2e.HTTPGet(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,12 +296,12 @@ func TestMetricsExposeStreamsAndInputs(t *testing.T) {
 	if strings.Contains(body, `stream="live/met_fallback"`) {
 		t.Error("the fallback appears as a stream in /metrics")
 	}
-	l.close()
+	l.Close()
 }
 
 func TestSRTPullAcrossPrimaryLoss(t *testing.T) {
-	ffmpeg := need(t, "ffmpeg")
-	ffprobe := need(t, "ffprobe")
+	ffmpeg := e2e.Need(t, "ffmpeg")
+	ffprobe := e2e.Need(t, "ffprobe")
 	srv := startSwitcher(t, nil)
 	base := "http://" + srv.HTTPAddr().String()
 	epoch := time.Now()
@@ -310,8 +311,8 @@ func TestSRTPullAcrossPrimaryLoss(t *testing.T) {
 	fc.Feeds = []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}
 	_, stopPrimary := runStoppablePublisher(t, pc)
 	runPublisher(t, fc)
-	if !waitFor(15*time.Second, func() bool {
-		st := findStream(getStreams(t, base, nil), "live/pull")
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/pull")
 		return st != nil && st.Mode == "aligned"
 	}) {
 		t.Fatal("stream never aligned")
@@ -375,7 +376,7 @@ func TestSRTPullAcrossPrimaryLoss(t *testing.T) {
 	if r.PhaseJumps != 0 || r.SilentAfterStart() != 0 {
 		t.Fatalf("pulled audio not continuous across the primary's loss: %v", r)
 	}
-	st := findStream(getStreams(t, base, nil), "live/pull")
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/pull")
 	if st.Active != "fallback" || st.Output.HolesFilled != 0 {
 		t.Fatalf("after the primary died: %+v", st.Output)
 	}
