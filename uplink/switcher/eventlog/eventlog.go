@@ -62,7 +62,7 @@ type Options struct {
 	// MaxAge is how long events are kept. Default 30 days.
 	MaxAge time.Duration
 	// TrimEvery is how many appends pass between trims (there is also one
-	// at open and one an hour). Default 1000.
+	// in Open and one an hour). Default 1000.
 	TrimEvery int
 	// SubscriberQueue is how many events a subscriber may have waiting
 	// before it starts losing them. Default 1024.
@@ -164,9 +164,13 @@ func OpenOptions(path string, opt Options, log *slog.Logger) (*Log, error) {
 		db.Close()
 		return nil, err
 	}
+	// The first trim runs before Open returns, so a log opened with a
+	// smaller retention is trimmed before anyone reads it.
+	if _, err := l.Trim(); err != nil {
+		l.log.Error("event log trim failed", "err", err)
+	}
 	l.wg.Add(1)
 	go l.trimmer()
-	l.trimNow <- struct{}{}
 	return l, nil
 }
 
@@ -285,7 +289,7 @@ func (l *Log) Append(e Event) (Event, error) {
 	if e.Time.IsZero() {
 		e.Time = l.opt.Now()
 	}
-	e.Time = e.Time.Round(0) // no monotonic reading: what is stored is what is returned
+	e.Time = e.Time.Round(0).UTC() // no monotonic reading: what is stored is what is returned
 	e.Seq = l.seq + 1
 	val, err := json.Marshal(e)
 	if err != nil {

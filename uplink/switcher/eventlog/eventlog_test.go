@@ -137,6 +137,40 @@ func TestAppendAndQuery(t *testing.T) {
 	}
 }
 
+func TestStreamNamesThatArePrefixes(t *testing.T) {
+	l := openTest(t, "", Options{})
+	for _, s := range []string{"live/a", "live/a2", "live/a", "live/", "live/a2", "live/a"} {
+		mustAppend(t, l, Event{Kind: "k", Stream: s, Time: t0})
+	}
+	for _, c := range []struct {
+		stream string
+		after  uint64
+		want   []uint64
+	}{
+		{"live/a", 0, []uint64{1, 3, 6}},
+		{"live/a", 1, []uint64{3, 6}},
+		{"live/a2", 0, []uint64{2, 5}},
+		{"live/", 0, []uint64{4}},
+		{"live", 0, []uint64{}},
+	} {
+		got, err := l.Query(c.stream, time.Time{}, c.after, 0)
+		if err != nil || !eq(seqs(got), c.want) {
+			t.Errorf("%q after %d: %v %v, want %v", c.stream, c.after, seqs(got), err, c.want)
+		}
+	}
+}
+
+func TestOpenTrimsToSmallerRetention(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.db")
+	l := openTest(t, path, Options{})
+	fill(t, l)
+	l.Close()
+	l2 := openTest(t, path, Options{MaxEvents: 3})
+	if got, _ := l2.Query("", time.Time{}, 0, 0); !eq(seqs(got), []uint64{8, 9, 10}) {
+		t.Errorf("after open with MaxEvents 3: %v", seqs(got))
+	}
+}
+
 func TestAppendStampsTimeAndRejectsBadEvents(t *testing.T) {
 	clk := &fakeClock{now: t0}
 	l := openTest(t, "", Options{Now: clk.Now})
@@ -144,12 +178,16 @@ func TestAppendStampsTimeAndRejectsBadEvents(t *testing.T) {
 	if e.Seq != 1 || !e.Time.Equal(t0) {
 		t.Errorf("appended %+v", e)
 	}
+	e = mustAppend(t, l, Event{Kind: "x", Time: time.Now().In(time.FixedZone("X", 3600))})
+	if e.Time.Location() != time.UTC || e.Time != e.Time.Round(0) {
+		t.Errorf("stored time %v is not plain UTC", e.Time)
+	}
 	for _, bad := range []Event{{}, {Kind: KindGap}, {Kind: "x", Stream: "a\x00b"}} {
 		if _, err := l.Append(bad); err == nil {
 			t.Errorf("Append(%+v) accepted", bad)
 		}
 	}
-	if l.LastSeq() != 1 {
+	if l.LastSeq() != 2 {
 		t.Errorf("a refused append used a sequence number: %d", l.LastSeq())
 	}
 }

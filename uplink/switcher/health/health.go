@@ -38,7 +38,8 @@ func (s State) String() string {
 
 // Thresholds say when each signal makes an input degraded or failed.
 // A zero field takes the default documented on it; a negative one turns
-// that signal off.
+// that signal off — except SilenceDBFS, which is a level (turn silence off
+// with a negative SilenceFor).
 type Thresholds struct {
 	// Stall: no frame for this long → failed. Default 500 ms.
 	Stall time.Duration
@@ -130,9 +131,7 @@ func (t Thresholds) withDefaults() Thresholds {
 	return t
 }
 
-// Validate reports thresholds that cannot mean anything. SilenceDBFS is a
-// level, so any value is allowed (0 takes the default; there is no "off"
-// for it: turn silence off with a negative SilenceFor).
+// Validate reports thresholds that cannot mean anything, naming the field.
 func (t Thresholds) Validate() error {
 	if t.BitrateDropPercent >= 100 {
 		return fmt.Errorf("health: bitrate_drop_percent %v: must be below 100", t.BitrateDropPercent)

@@ -117,7 +117,7 @@ func (c Config) Validate() error {
 type Result struct {
 	Hook    string // the hook's URL
 	Event   uint64 // the event's Seq
-	Attempt int    // 1 for the first attempt; 0 for an event dropped unsent
+	Attempt int    // 1 for the first attempt; for a drop, the attempts made before it (often 0)
 	Status  int    // the HTTP status, 0 when there was no response
 	Err     error  // why it was not delivered; nil when Delivered
 	// Delivered is set when the receiver accepted the event (2xx).
