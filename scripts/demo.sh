@@ -21,7 +21,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-TANDEM_SWITCHER_SRT_ADDR=":$srt_port" TANDEM_SWITCHER_HTTP_ADDR=":$http_port" \
+TANDEM_SWITCHER_SRT_ADDR=":$srt_port" TANDEM_SWITCHER_HTTP_ADDR=":$http_port" TANDEM_SWITCHER_STATE_DIR="$logdir/switcher-state" \
 	bin/tandem-switcher >"$logdir/switcher.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do

@@ -35,6 +35,7 @@ func NewRig(t testing.TB, opt netlab.Options) *Rig {
 	r.Start(t, "cloud", sw, nil, []string{
 		"TANDEM_SWITCHER_SRT_ADDR=" + lab.CloudAddr + ":9000",
 		"TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:8000",
+		"TANDEM_SWITCHER_STATE_DIR=" + t.TempDir(),
 	})
 	if !WaitFor(10*time.Second, func() bool {
 		resp, err := r.Client.Get(r.Base + "/healthz")

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"tandem/uplink/switcher/health"
 	"tandem/uplink/switcher/merge"
 )
 
@@ -45,12 +47,41 @@ type Config struct {
 	// ListenerBuffer is how many frames a listener may fall behind before
 	// it is dropped (about 21 ms each at 48 kHz).
 	ListenerBuffer int `json:"listener_buffer"`
+	// StateDir holds the persistent event log (events.db).
+	StateDir string `json:"state_dir"`
+	// Webhooks receive stream events (publish, unpublish, switch, health,
+	// manual, refusals), signed with HMAC-SHA256.
+	Webhooks []Webhook `json:"webhooks"`
+	// Health sets the thresholds of the per-input health signals.
+	Health HealthConfig `json:"health"`
 	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) on its own
 	// listener; keep it on localhost.
 	DebugAddr string `json:"debug_addr"`
 	// ListenerBurst is how many frames a new listener gets at once, so a
 	// player starts without waiting to fill its buffer.
 	ListenerBurst int `json:"listener_burst"`
+}
+
+// Webhook is one notification receiver.
+type Webhook struct {
+	URL    string `json:"url"`
+	Secret string `json:"secret"`
+	// Streams and Kinds filter what is sent; empty sends everything.
+	Streams []string `json:"streams"`
+	Kinds   []string `json:"kinds"`
+}
+
+// HealthConfig sets the health thresholds; zero keeps a default, a
+// negative duration turns the signal off.
+type HealthConfig struct {
+	Stall              Duration `json:"stall"`
+	BitrateDropPercent float64  `json:"bitrate_drop_percent"`
+	LossPercent        float64  `json:"loss_percent"`
+	RTT                Duration `json:"rtt"`
+	SilenceDBFS        float64  `json:"silence_dbfs"`
+	SilenceFor         Duration `json:"silence_for"`
+	ImbalanceDB        float64  `json:"imbalance_db"`
+	ImbalanceFor       Duration `json:"imbalance_for"`
 }
 
 // StreamConfig is one stream's access control.
@@ -73,6 +104,7 @@ func DefaultConfig() Config {
 		SpliceStall:    Duration(500 * time.Millisecond),
 		Stable:         Duration(10 * time.Second),
 		Policy:         "primary-preferred",
+		StateDir:       "/var/lib/tandem-switcher",
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
 	}
@@ -128,6 +160,17 @@ func (c Config) Validate() error {
 	}
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "must not be empty")
+	}
+	for i, h := range c.Webhooks {
+		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(fmt.Sprintf("webhooks[%d].url", i), "%q is not an http(s) URL", h.URL)
+		}
+	}
+	if err := c.healthThresholds().Validate(); err != nil {
+		bad("health", "%v", err)
 	}
 	if _, err := merge.ParsePolicy(c.Policy); err != nil {
 		bad("policy", "%v", err)
@@ -200,6 +243,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.SRTAddr = v
 		case "http_addr":
 			c.HTTPAddr = v
+		case "state_dir":
+			c.StateDir = v
 		case "debug_addr":
 			c.DebugAddr = v
 		case "latency":
@@ -260,4 +305,18 @@ func (c Config) policyFor(stream string) merge.Policy {
 	}
 	p, _ := merge.ParsePolicy(name)
 	return p
+}
+
+// healthThresholds maps the config onto the health package's thresholds.
+func (c Config) healthThresholds() health.Thresholds {
+	h := c.Health
+	th := health.Thresholds{
+		Stall: time.Duration(h.Stall), BitrateDropPercent: h.BitrateDropPercent, LossPercent: h.LossPercent,
+		RTT: time.Duration(h.RTT), SilenceDBFS: h.SilenceDBFS, SilenceFor: time.Duration(h.SilenceFor),
+		ImbalanceDB: h.ImbalanceDB, ImbalanceFor: time.Duration(h.ImbalanceFor),
+	}
+	if th.Stall == 0 {
+		th.Stall = time.Duration(c.SpliceStall)
+	}
+	return th
 }

@@ -26,6 +26,7 @@ func startSwitcher(t testing.TB, mutate func(*switcher.Config)) *switcher.Server
 	cfg := switcher.DefaultConfig()
 	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.StateDir = t.TempDir()
 	if mutate != nil {
 		mutate(&cfg)
 	}

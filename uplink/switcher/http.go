@@ -19,7 +19,8 @@ import (
 func (s *Server) routes(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/streams", s.handleStreams)
-	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	mux.Handle("GET /api/v1/events", s.eventLog.Handler())
+	mux.Handle("GET /api/v1/events/stream", s.eventLog.Handler())
 	mux.HandleFunc("POST /api/v1/streams/{app}/{name}/active", s.handleActive)
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -263,19 +264,6 @@ func (s *Server) statuses(cancel <-chan struct{}) []StreamStatus {
 		}
 	}
 	return out
-}
-
-func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	stream := r.URL.Query().Get("stream")
-	out := struct {
-		Events []Event `json:"events"`
-	}{Events: []Event{}}
-	for _, e := range s.events.list() {
-		if stream == "" || e.Stream == stream {
-			out.Events = append(out.Events, e)
-		}
-	}
-	writeJSON(w, out)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -130,7 +130,7 @@ func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
 		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", e2e.GetEvents(t, base))
 	}
 	for _, e := range e2e.GetEvents(t, base) {
-		t.Logf("event: %s %s %s: %s", e.Stream, e.Input, e.Kind, e.Detail)
+		t.Logf("event: %s %s %s: %s", e.Stream, e.Input, e.Kind, e.Reason)
 	}
 	for _, want := range []string{"wrong key", "needs a key", "not configured", "malformed"} {
 		if !hasEvent(e2e.GetEvents(t, base), "publish-refused", want) {
@@ -161,7 +161,7 @@ func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
 
 func hasEvent(evs []switcher.Event, kind, mention string) bool {
 	for _, e := range evs {
-		if e.Kind == kind && strings.Contains(e.Detail, mention) {
+		if e.Kind == kind && strings.Contains(e.Reason, mention) {
 			return true
 		}
 	}

@@ -13,10 +13,13 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/eventlog"
+	"tandem/uplink/switcher/notify"
 )
 
 // ErrSlotTaken refuses a publisher whose stream already has that input.
@@ -30,7 +33,18 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 
-	events eventRing
+	// recent keeps the last events in memory for the API's stream status;
+	// the event log keeps them all.
+	recent   eventRing
+	eventLog *eventlog.Log
+	notifier *notify.Notifier
+	eventq   chan Event
+	// eventsDone is closed when the writer has drained eventq.
+	eventsDone chan struct{}
+	// emitMu guards eventq against sends after shutdown closed it.
+	emitMu       sync.RWMutex
+	eventsClosed bool
+	lostEvts     atomic.Int64
 
 	// ctx is the server's lifetime: streams run on it, never on the
 	// context of the connection that happened to create them.
@@ -49,13 +63,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, streams: map[string]*stream{}, events: eventRing{max: 500}}, nil
+	return &Server{cfg: cfg, log: log, streams: map[string]*stream{}, recent: eventRing{max: 500}, eventq: make(chan Event, 4096)}, nil
 }
 
 // Start opens the SRT and HTTP listeners and serves until ctx ends or
 // Close is called.
 func (s *Server) Start(ctx context.Context) error {
 	s.ctx = ctx
+	if err := s.startEvents(ctx); err != nil {
+		return fmt.Errorf("start switcher: %w", err)
+	}
 	if len(s.cfg.Streams) == 0 {
 		s.log.Warn("publishing is open: no streams configured, any stream id with m=publish is accepted")
 	}
@@ -65,11 +82,13 @@ func (s *Server) Start(ctx context.Context) error {
 		Logger:    s.log.With("component", "srt"),
 	})
 	if err != nil {
+		s.stopEvents()
 		return fmt.Errorf("start switcher: %w", err)
 	}
 	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		ln.Close()
+		s.stopEvents()
 		return fmt.Errorf("start switcher: listen http %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.srtLn, s.httpLn = ln, hl
@@ -113,6 +132,7 @@ func (s *Server) Close() error {
 		s.httpSrv.Close()
 	}
 	s.wg.Wait()
+	s.stopEvents()
 	return nil
 }
 
@@ -162,8 +182,7 @@ func (s *Server) authorize(sid string, peer net.Addr) (string, error) {
 }
 
 func (s *Server) refused(stream string, peer net.Addr, reason string) {
-	e := Event{Time: time.Now(), Stream: stream, Kind: "publish-refused", Detail: fmt.Sprintf("from %v: %s", peer, reason)}
-	s.events.add(e)
+	s.emit(Event{Time: time.Now(), Stream: stream, Kind: "publish-refused", Reason: fmt.Sprintf("from %v: %s", peer, reason)})
 	s.log.Warn("publish refused", "stream", stream, "peer", fmt.Sprint(peer), "reason", reason)
 }
 
@@ -258,14 +277,9 @@ func (s *Server) streamList() []*stream {
 	return out
 }
 
-// Event is something that happened to a stream or an input.
-type Event struct {
-	Time   time.Time `json:"time"`
-	Stream string    `json:"stream,omitempty"`
-	Input  string    `json:"input,omitempty"`
-	Kind   string    `json:"kind"`
-	Detail string    `json:"detail"`
-}
+// Event is something that happened to a stream or an input; it is the
+// event log's record.
+type Event = eventlog.Event
 
 // eventRing keeps the most recent events in memory.
 type eventRing struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/health"
 	"tandem/uplink/switcher/merge"
 	"tandem/uplink/telemetry"
 )
@@ -44,6 +46,10 @@ type input struct {
 	// telemetry is the appliance's last in-band report, if it sends any.
 	telemetry   *telemetry.Report
 	telemetryAt time.Time
+	// monitor judges the input's health from what it delivers.
+	monitor    *health.Input
+	health     health.Health
+	srtSampled time.Time
 }
 
 // message is what ingest sends a stream.
@@ -124,13 +130,17 @@ func (s *stream) output() *media.Fanout[Packet] {
 }
 
 func (s *stream) record(kind, detail string, role *merge.Role) {
-	e := Event{Time: time.Now(), Stream: s.name, Kind: kind, Detail: detail}
+	e := Event{Time: time.Now(), Stream: s.name, Kind: kind, Reason: detail}
 	if role != nil {
 		e.Input = role.String()
 	}
+	s.recordEvent(e)
+}
+
+func (s *stream) recordEvent(e Event) {
 	s.events.add(e)
-	s.srv.events.add(e)
-	s.log.Info(kind, "input", e.Input, "detail", detail)
+	s.srv.emit(e)
+	s.log.Info(e.Kind, "input", e.Input, "from", e.From, "to", e.To, "detail", e.Reason)
 }
 
 // run owns the stream until it is offline with no inputs, or ctx ends.
@@ -138,6 +148,9 @@ func (s *stream) run(ctx context.Context) {
 	defer close(s.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// Health is judged a few times a second, apart from the frame clock.
+	healthTick := time.NewTicker(healthInterval)
+	defer healthTick.Stop()
 	defer s.closeOutput()
 	for {
 		if s.merge != nil {
@@ -166,6 +179,8 @@ func (s *stream) run(ctx context.Context) {
 			reply <- s.snapshot()
 			continue
 		case <-timer.C:
+		case now := <-healthTick.C:
+			s.judgeHealth(now)
 		}
 		s.tick(time.Now())
 		if s.slots[0] == nil && s.slots[1] == nil && (s.merge == nil || !s.merge.Online()) {
@@ -189,6 +204,7 @@ func (s *stream) handle(m message) {
 			return
 		}
 		in.rate.add(now, len(m.frame.Data))
+		in.monitor.Frame(now, len(m.frame.Data))
 		s.merge.Push(now, in.role, m.frame)
 	case msgPin:
 		m.reply <- s.pinInput(now, m.pin)
@@ -196,6 +212,11 @@ func (s *stream) handle(m message) {
 		if s.slots[in.role] == in {
 			r := m.telemetry
 			in.telemetry, in.telemetryAt = &r, now
+			rms := make([]float64, len(r.Levels))
+			for i, l := range r.Levels {
+				rms[i] = l.RMSDBFS
+			}
+			in.monitor.Levels(now, rms)
 		}
 	case msgDetach:
 		if s.slots[in.role] != in {
@@ -229,6 +250,8 @@ func (s *stream) attach(now time.Time, in *input) error {
 		return fmt.Errorf("%w: %s already has a %s input (%s from %s)", ErrSlotTaken, s.name, role, s.slots[role].proto, s.slots[role].remote)
 	}
 	in.role = role
+	in.monitor = health.New(s.srv.cfg.healthThresholds())
+	in.monitor.Connected(now, true)
 	s.slots[role] = in
 	r := role
 	session := in.id.Session
@@ -335,8 +358,18 @@ func (s *stream) frameADTS(payload []byte) []byte {
 func (s *stream) recordMerge(e merge.Event) {
 	switch e.Kind {
 	case merge.EventSwitch:
-		to := e.To
-		s.record("switch", fmt.Sprintf("%s -> %s: %s", e.From, e.To, e.Reason), &to)
+		s.recordEvent(Event{Time: e.Time, Stream: s.name, Kind: "switch", Input: e.To.String(), From: e.From.String(), To: e.To.String(), Reason: e.Reason})
+	case merge.EventManual:
+		ev := Event{Time: e.Time, Stream: s.name, Kind: "manual", Reason: e.Reason}
+		if strings.Contains(e.Reason, "chose") {
+			ev.From, ev.To = e.From.String(), e.To.String()
+		}
+		s.recordEvent(ev)
+	case merge.EventOnline:
+		// The logical stream is published: the fallback never is on its own.
+		s.record("publish", e.Reason, nil)
+	case merge.EventOffline:
+		s.record("unpublish", e.Reason, nil)
 	default:
 		s.record(string(e.Kind), e.Reason, nil)
 	}
@@ -412,4 +445,73 @@ func (s *stream) audioConfig() media.AudioConfig {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.fanAudio
+}
+
+// healthInterval is how often inputs' health is evaluated.
+const healthInterval = 250 * time.Millisecond
+
+// judgeHealth feeds each input's monitor its SRT statistics (once a
+// second) and hands changes of health to the merge's policy.
+func (s *stream) judgeHealth(now time.Time) {
+	for _, in := range s.slots {
+		if in == nil || in.monitor == nil || in.refused != "" {
+			continue
+		}
+		var rttMs, lossPct float64
+		if in.stats != nil && now.Sub(in.srtSampled) >= time.Second {
+			in.srtSampled = now
+			if st, ok := in.stats().(SRTStats); ok {
+				in.monitor.SRT(now, st.PktRecv, st.RecvLoss, st.Retransmitted, time.Duration(st.RTTms*float64(time.Millisecond)))
+				rttMs = st.RTTms
+				if st.PktRecv > 0 {
+					lossPct = 100 * float64(st.RecvLoss) / float64(st.PktRecv+st.RecvLoss)
+				}
+			}
+		}
+		h, changed := in.monitor.Evaluate(now)
+		if !changed {
+			continue
+		}
+		prev := in.health
+		in.health = h
+		if s.merge != nil && in.hasAudio {
+			s.merge.SetHealth(now, in.role, merge.InputHealth{
+				State: mergeState(h.State), Reason: strings.Join(h.Reasons, "; "),
+				Score: health.Score(h, rttMs, lossPct) / 2, Content: contentReason(h.Reasons),
+			})
+		}
+		if prev.State == h.State && len(h.Reasons) == 0 {
+			continue
+		}
+		r := in.role
+		reason := h.State.String()
+		if len(h.Reasons) > 0 {
+			reason += ": " + strings.Join(h.Reasons, "; ")
+		}
+		s.recordEvent(Event{Time: now, Stream: s.name, Input: r.String(), Kind: "health", From: prev.State.String(), To: h.State.String(), Reason: reason})
+	}
+	s.tick(now)
+}
+
+func mergeState(h health.State) merge.HealthState {
+	switch h {
+	case health.Degraded:
+		return merge.Degraded
+	case health.Failed:
+		return merge.Failed
+	}
+	return merge.Healthy
+}
+
+// contentReason says whether a health reason concerns the programme, not
+// its transport (the health package names the signal first).
+func contentReason(reasons []string) bool {
+	for _, r := range reasons {
+		for _, p := range []string{"silence", "imbalance", "video"} {
+			if strings.HasPrefix(r, p) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -185,6 +185,11 @@ type InputHealth struct {
 	Reason string
 	// Score ranks inputs for the best policy: 0..100, higher is better.
 	Score float64
+	// Content is set when a reason is about the programme itself (silence,
+	// imbalance, frozen or black video) rather than its transport. In
+	// aligned mode only content failures make a return wait for the
+	// stability window: transport failures are covered frame by frame.
+	Content bool
 }
 
 // Output is one frame to emit, on the output timeline.
@@ -490,7 +495,7 @@ func (m *Merge) decide(now time.Time) {
 			// covered frame by frame and the way back is hitless, so only
 			// what the health monitor reports (silence, loss, ...) makes
 			// the return wait for the stability window.
-			transport := in.health.State == Healthy
+			transport := !in.health.Content
 			if m.online && in.present && hs[r].State == Failed && !in.lastSeen.IsZero() && !(m.mode == ModeAligned && transport) {
 				in.failed = true
 			}

@@ -9,7 +9,7 @@ import (
 // Policy scenarios from the seed platforms, with injected time.
 
 func silence(m *Merge, now time.Time, r Role) {
-	m.SetHealth(now, r, InputHealth{State: Failed, Reason: "silence: every channel below -50 dBFS for 2s"})
+	m.SetHealth(now, r, InputHealth{State: Failed, Reason: "silence: every channel below -50 dBFS for 2s", Content: true})
 }
 
 func healthy(m *Merge, now time.Time, r Role) { m.SetHealth(now, r, InputHealth{}) }
