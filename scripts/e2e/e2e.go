@@ -278,9 +278,12 @@ func FindStream(s Streams, id string) *switcher.StreamStatus {
 }
 
 // GetEvents reads a switcher's recent events.
-func GetEvents(t testing.TB, base string) []switcher.Event {
+func GetEvents(t testing.TB, base string, client *http.Client) []switcher.Event {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v1/events")
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Get(base + "/api/v1/events?limit=1000")
 	if err != nil {
 		t.Fatal(err)
 	}

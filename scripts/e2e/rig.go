@@ -22,8 +22,9 @@ type Rig struct {
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// NewRig builds the lab and starts the switcher in it.
-func NewRig(t testing.TB, opt netlab.Options) *Rig {
+// NewRig builds the lab and starts the switcher in it; env adds
+// TANDEM_SWITCHER_* settings.
+func NewRig(t testing.TB, opt netlab.Options, env ...string) *Rig {
 	t.Helper()
 	netlab.Require(t)
 	Need(t, "ffmpeg")
@@ -32,11 +33,11 @@ func NewRig(t testing.TB, opt netlab.Options) *Rig {
 	r := &Rig{Lab: lab, Base: "http://127.0.0.1:8000"}
 	r.Dial = lab.DialContext("cloud")
 	r.Client = &http.Client{Transport: &http.Transport{DialContext: r.Dial}, Timeout: 5 * time.Second}
-	r.Start(t, "cloud", sw, nil, []string{
+	r.Start(t, "cloud", sw, nil, append([]string{
 		"TANDEM_SWITCHER_SRT_ADDR=" + lab.CloudAddr + ":9000",
 		"TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:8000",
 		"TANDEM_SWITCHER_STATE_DIR=" + t.TempDir(),
-	})
+	}, env...))
 	if !WaitFor(10*time.Second, func() bool {
 		resp, err := r.Client.Get(r.Base + "/healthz")
 		if err == nil {

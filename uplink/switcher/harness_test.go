@@ -2,6 +2,7 @@ package switcher_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -77,3 +78,5 @@ func runStoppablePublisher(t testing.TB, cfg testpub.Config) (*testpub.Publisher
 	t.Cleanup(stop)
 	return p, stop
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"tandem/scripts/e2e"
 	"testing"
@@ -147,5 +148,58 @@ func TestLabBothLinksCutThreeSeconds(t *testing.T) {
 	if rep.PhaseJumps != 0 {
 		// The timeline continued through the silence: the tone resumes in phase.
 		t.Errorf("tone resumed with %d phase jumps", rep.PhaseJumps)
+	}
+}
+
+// Two independent publishers (splice mode) in the lab: 30% loss on the
+// primary's link degrades it and the output moves to the fallback; when the
+// loss clears, the output returns after the stability window.
+func TestLabLossDegradesPrimarySplice(t *testing.T) {
+	r := &labRig{e2e.NewRig(t, netlab.Options{}, "TANDEM_SWITCHER_STABLE=5s")}
+	pub := e2e.Binary(t, "tandem/uplink/cmd/tandem-testpub")
+	for _, role := range []string{"primary", "fallback"} {
+		r.Start(t, "app", pub, []string{"-addr", r.Lab.CloudAddr + ":9000", "-stream", labStream, "-role", role,
+			"-session", "indep-" + role, "-freq", map[string]string{"primary": "440", "fallback": "660"}[role],
+			"-local-primary", r.Lab.Links["a"].AppAddr, "-local-fallback", r.Lab.Links["b"].AppAddr}, nil)
+	}
+	if !e2e.WaitFor(20*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream)
+		return st != nil && st.Mode == "splice" && st.Active == "primary" && len(st.Inputs) == 2
+	}) {
+		t.Fatalf("not spliced on the primary: %+v", e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream))
+	}
+	time.Sleep(3 * time.Second)
+	lossAt := time.Now()
+	if err := r.Lab.SetLoss("a", 30); err != nil {
+		t.Fatal(err)
+	}
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream).Active == "fallback"
+	}) {
+		t.Fatalf("30%% loss on the primary's link did not move the output: %+v", e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream))
+	}
+	t.Logf("moved to the fallback %v after 30%% loss began", time.Since(lossAt).Round(time.Millisecond))
+	clearAt := time.Now()
+	if err := r.Lab.SetLoss("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if !e2e.WaitFor(20*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream).Active == "primary"
+	}) {
+		t.Fatal("did not return to the primary after the loss cleared")
+	}
+	back := time.Since(clearAt)
+	t.Logf("back on the primary %v after the loss cleared (stability window 5 s)", back.Round(time.Millisecond))
+	if back < 5*time.Second {
+		t.Errorf("returned after %v, before the 5 s stability window", back)
+	}
+	var sawDegraded bool
+	for _, e := range e2e.GetEvents(t, r.Base, r.Client) {
+		if e.Kind == "health" && e.Input == "primary" && strings.Contains(e.Reason, "loss") {
+			sawDegraded = true
+		}
+	}
+	if !sawDegraded {
+		t.Error("no health event naming the primary's loss")
 	}
 }

@@ -448,7 +448,7 @@ func (s *stream) audioConfig() media.AudioConfig {
 }
 
 // healthInterval is how often inputs' health is evaluated.
-const healthInterval = 250 * time.Millisecond
+const healthInterval = 50 * time.Millisecond
 
 // judgeHealth feeds each input's monitor its SRT statistics (once a
 // second) and hands changes of health to the merge's policy.
