@@ -523,6 +523,12 @@ func (m *Merge) decide(now time.Time) {
 		hp := hs[pref]
 		if a == pref {
 			if ha.State != Healthy && ho.State < ha.State {
+				// Leaving the preferred input for any reason arms the
+				// stability window for its return, except a transport
+				// outage in aligned mode, which frames cover hitlessly.
+				if m.mode != ModeAligned || ha.Content {
+					m.in[pref].failed = true
+				}
 				m.switchTo(now, o, fmt.Sprintf("%s %s: %s", a, ha.State, ha.Reason))
 			}
 			return

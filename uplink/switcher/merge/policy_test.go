@@ -151,3 +151,23 @@ func TestPinRequiresConnectedInput(t *testing.T) {
 		t.Fatalf("pin to an absent input: %v", err)
 	}
 }
+
+func TestDegradedPrimaryReturnsOnlyAfterStability(t *testing.T) {
+	s := newSim(t, Config{Stable: 5 * time.Second}, aac48)
+	frames := int64(40 * framesPerSec48k)
+	s.feed(Primary, path{delay: 20 * time.Millisecond, tag: 'P'}, "enc-a", t0, 0, 0, frames, 0)
+	s.feed(Fallback, path{delay: 30 * time.Millisecond, tag: 'F'}, "enc-b", t0, 42, 0, frames, 0)
+	lossy := func(m *Merge, now time.Time) {
+		m.SetHealth(now, Primary, InputHealth{State: Degraded, Reason: "loss: 30% of packets lost", Score: 40})
+	}
+	s.at(sec(5), lossy)
+	s.at(sec(10), func(m *Merge, now time.Time) { healthy(m, now, Primary) })
+	s.run(t0.Add(sec(39)))
+	sw := s.switches()
+	if len(sw) != 2 || sw[0].To != Fallback || sw[1].To != Primary {
+		t.Fatalf("switches %v", sw)
+	}
+	if back := sw[1].Time.Sub(t0); back < sec(15) {
+		t.Fatalf("a degraded primary returned at %v, before 5 s of health from 10 s", back)
+	}
+}
