@@ -24,6 +24,8 @@ type Config struct {
 	SRTAddr string `json:"srt_addr"`
 	// HTTPAddr serves listeners and the API.
 	HTTPAddr string `json:"http_addr"`
+	// RTMPAddr accepts RTMP publishers; empty disables RTMP.
+	RTMPAddr string `json:"rtmp_addr"`
 	// Latency is the SRT receive latency negotiated with publishers.
 	Latency Duration `json:"latency"`
 	// PlayoutDelay is the time from a frame's send at the publisher to its
@@ -99,6 +101,7 @@ func DefaultConfig() Config {
 	return Config{
 		SRTAddr:        ":9000",
 		HTTPAddr:       ":8000",
+		RTMPAddr:       ":1935",
 		Latency:        Duration(120 * time.Millisecond),
 		Grace:          Duration(10 * time.Second),
 		SpliceStall:    Duration(500 * time.Millisecond),
@@ -243,6 +246,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.SRTAddr = v
 		case "http_addr":
 			c.HTTPAddr = v
+		case "rtmp_addr":
+			c.RTMPAddr = v
 		case "state_dir":
 			c.StateDir = v
 		case "debug_addr":

@@ -28,6 +28,7 @@ func startSwitcher(t testing.TB, mutate func(*switcher.Config)) *switcher.Server
 	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.StateDir = t.TempDir()
+	cfg.RTMPAddr = "127.0.0.1:0"
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"tandem/uplink/rtmp"
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
 	"tandem/uplink/switcher/eventlog"
@@ -50,6 +51,8 @@ type Server struct {
 	// context of the connection that happened to create them.
 	ctx     context.Context
 	srtLn   *srt.Listener
+	rtmpLn  net.Listener
+	rtmpSrv *rtmp.Server
 	httpLn  net.Listener
 	httpSrv *http.Server
 	wg      sync.WaitGroup
@@ -92,6 +95,12 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("start switcher: listen http %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.srtLn, s.httpLn = ln, hl
+	if err := s.startRTMP(ctx); err != nil {
+		ln.Close()
+		hl.Close()
+		s.stopEvents()
+		return fmt.Errorf("start switcher: %w", err)
+	}
 	s.httpSrv = &http.Server{Handler: s.routes(ctx), ReadHeaderTimeout: 10 * time.Second}
 	if s.cfg.DebugAddr != "" {
 		if err := s.startDebug(ctx); err != nil {
@@ -124,6 +133,9 @@ func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
 func (s *Server) Close() error {
 	if s.srtLn != nil {
 		s.srtLn.Close()
+	}
+	if s.rtmpSrv != nil {
+		s.rtmpSrv.Close()
 	}
 	if s.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -301,4 +313,12 @@ func (r *eventRing) list() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Event(nil), r.events...)
+}
+
+// RTMPAddr is the RTMP listener's address, nil when RTMP is off.
+func (s *Server) RTMPAddr() net.Addr {
+	if s.rtmpLn == nil {
+		return nil
+	}
+	return s.rtmpLn.Addr()
 }
