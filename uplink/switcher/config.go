@@ -24,6 +24,8 @@ type Config struct {
 	SRTAddr string `json:"srt_addr"`
 	// HTTPAddr serves listeners and the API.
 	HTTPAddr string `json:"http_addr"`
+	// IcecastApp is the app of Icecast mounts given without one (/<id>.aac).
+	IcecastApp string `json:"icecast_app"`
 	// RTMPAddr accepts RTMP publishers; empty disables RTMP.
 	RTMPAddr string `json:"rtmp_addr"`
 	// Latency is the SRT receive latency negotiated with publishers.
@@ -102,6 +104,7 @@ func DefaultConfig() Config {
 		SRTAddr:        ":9000",
 		HTTPAddr:       ":8000",
 		RTMPAddr:       ":1935",
+		IcecastApp:     "live",
 		Latency:        Duration(120 * time.Millisecond),
 		Grace:          Duration(10 * time.Second),
 		SpliceStall:    Duration(500 * time.Millisecond),

@@ -25,6 +25,13 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{app}/{file}", func(w http.ResponseWriter, r *http.Request) { s.handleListen(ctx, w, r) })
+	mux.HandleFunc("GET /{file}", func(w http.ResponseWriter, r *http.Request) {
+		// Icecast-style mount without an app: /<id>.aac is <icecast_app>/<id>.
+		r.SetPathValue("app", s.cfg.IcecastApp)
+		s.handleListen(ctx, w, r)
+	})
+	mux.HandleFunc("PUT /", s.handleSource)
+	mux.HandleFunc("SOURCE /", s.handleSource)
 	return mux
 }
 

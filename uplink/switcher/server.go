@@ -101,7 +101,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.stopEvents()
 		return fmt.Errorf("start switcher: %w", err)
 	}
-	s.httpSrv = &http.Server{Handler: s.routes(ctx), ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = &http.Server{Handler: s.routes(ctx), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxIcecastHeaders}
 	if s.cfg.DebugAddr != "" {
 		if err := s.startDebug(ctx); err != nil {
 			ln.Close()

@@ -1,0 +1,91 @@
+package switcher_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/scripts/e2e"
+	"tandem/uplink/switcher"
+	"tandem/uplink/testpub"
+)
+
+func icecastSource(t *testing.T, url string, freq int) *exec.Cmd {
+	t.Helper()
+	ffmpeg := e2e.Need(t, "ffmpeg")
+	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
+		"-c:a", "aac", "-b:a", "128k", "-f", "adts", "-content_type", "audio/aac", url)
+	cmd.Stderr = e2e.LogWriter(t)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+func TestIcecastSourcesPairAndFailOver(t *testing.T) {
+	srv := startSwitcher(t, func(c *switcher.Config) {
+		c.Streams = map[string]switcher.StreamConfig{"live/ice": {Key: "icepass1"}}
+	})
+	base := "http://" + srv.HTTPAddr().String()
+	ice := "icecast://source:icepass1@" + srv.HTTPAddr().String()
+	primary := icecastSource(t, ice+"/ice.aac", 440)
+	time.Sleep(300 * time.Millisecond)
+	icecastSource(t, ice+"/ice_fallback.aac", 660)
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ice")
+		return st != nil && len(st.Inputs) == 2 && st.Active == "primary" && st.State == "online"
+	}) {
+		t.Fatalf("Icecast mounts not paired: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ice"))
+	}
+	// Wrong password: refused with 401 and logged; an oversized header: 431.
+	bad := exec.Command(e2e.Need(t, "curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
+		"-u", "source:wrong", "--data-binary", "xx", base+"/ice_fallback.aac")
+	if out, _ := bad.Output(); string(out) != "401" {
+		t.Errorf("wrong password: HTTP %s, want 401", out)
+	}
+	c, err := net.Dial("tcp", srv.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "SOURCE /ice.aac HTTP/1.0\r\nX-Junk: %s\r\n\r\n", strings.Repeat("a", 64<<10))
+	resp := make([]byte, 64)
+	n, _ := c.Read(resp)
+	c.Close()
+	if !strings.Contains(string(resp[:n]), "431") {
+		t.Errorf("oversized header answered %q, want 431", resp[:n])
+	}
+
+	time.Sleep(4 * time.Second)
+	l := e2e.Listen(t, base+"/ice.aac", nil) // Icecast-style mount without app
+	time.Sleep(2 * time.Second)
+	primary.Process.Signal(syscall.SIGKILL)
+	time.Sleep(4 * time.Second)
+	frames, _, err := l.Stop()
+	if err != nil {
+		t.Fatalf("listener dropped: %v", err)
+	}
+	var all []byte
+	for _, f := range frames {
+		all = append(all, f...)
+	}
+	pcm, err := testpub.DecodeToMono(context.Background(), e2e.Need(t, "ffmpeg"), all, 48000)
+	if err != nil {
+		t.Fatalf("output across the Icecast failover does not decode cleanly: %v", err)
+	}
+	a, b := toneShare(pcm, 440, 660)
+	t.Logf("output: %d blocks of the primary mount's tone, %d of the fallback mount's", a, b)
+	if a < 150 || b < 250 {
+		t.Errorf("want the primary's tone, then the fallback's: %d / %d", a, b)
+	}
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ice")
+	if st.Active != "fallback" || st.Inputs[0].Protocol != "icecast" {
+		t.Errorf("after the primary source died: %+v", st)
+	}
+}
