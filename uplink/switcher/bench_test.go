@@ -330,3 +330,67 @@ func threadCPU(pid int) string {
 	sort.Strings(parts)
 	return "cpu by thread name since start: " + strings.Join(parts, " ")
 }
+
+// BenchmarkDetectionToSwitch measures, per failure signal, the time from
+// the failure at the primary to the switcher's switch event, over repeated
+// trials on loopback: stall (the primary stops sending, connection open),
+// disconnect (the primary closes), silence (the primary's audio and its
+// in-band levels go silent). Thresholds: stall 500 ms, silence 2 s.
+// Run with -benchtime=1x.
+func BenchmarkDetectionToSwitch(b *testing.B) {
+	const trials = 5
+	for _, signal := range []string{"stall", "disconnect", "silence"} {
+		b.Run(signal, func(b *testing.B) {
+			srv := startSwitcher(b, nil)
+			base := "http://" + srv.HTTPAddr().String()
+			var took []time.Duration
+			for i := 0; i < trials; i++ {
+				name := fmt.Sprintf("live/%s%d", signal, i)
+				var mu sync.Mutex
+				var at time.Time
+				failing := func(kind string) func(time.Time) bool {
+					return func(now time.Time) bool {
+						mu.Lock()
+						defer mu.Unlock()
+						return signal == kind && !at.IsZero() && now.After(at)
+					}
+				}
+				sess := fmt.Sprintf("d%d%s", i, signal)
+				stop := inbandPublisherStall(b, srv.SRTAddr().String(), "#!::r="+name+",m=publish,s="+sess, "primary", failing("silence"), failing("stall"))
+				inbandPublisher(b, srv.SRTAddr().String(), "#!::r="+name+"_fallback,m=publish,s="+sess, "fallback", func(time.Time) bool { return false })
+				if !e2e.WaitFor(15*time.Second, func() bool {
+					st := e2e.FindStream(e2e.GetStreams(b, base, nil), name)
+					return st != nil && st.Mode == "aligned" && st.Active == "primary"
+				}) {
+					b.Fatalf("%s never aligned on the primary", name)
+				}
+				time.Sleep(6 * time.Second) // past the startup allowance
+				mu.Lock()
+				at = time.Now()
+				mu.Unlock()
+				if signal == "disconnect" {
+					stop()
+				}
+				var switched time.Time
+				e2e.WaitFor(5*time.Second, func() bool {
+					for _, e := range e2e.GetEvents(b, base, nil) {
+						if e.Stream == name && e.Kind == "switch" && e.To == "fallback" && e.Time.After(at) {
+							switched = e.Time
+							return true
+						}
+					}
+					return false
+				})
+				if switched.IsZero() {
+					b.Fatalf("trial %d: no switch after the %s", i, signal)
+				}
+				took = append(took, switched.Sub(at))
+			}
+			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+			med, mx := took[len(took)/2], took[len(took)-1]
+			b.ReportMetric(ms(med), "median-ms")
+			b.ReportMetric(ms(mx), "max-ms")
+			b.Logf("%s: detection-to-switch over %d trials: median %v, max %v, all %v", signal, trials, med.Round(time.Millisecond), mx.Round(time.Millisecond), took)
+		})
+	}
+}

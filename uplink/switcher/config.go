@@ -24,6 +24,10 @@ type Config struct {
 	SRTAddr string `json:"srt_addr"`
 	// HTTPAddr serves listeners and the API.
 	HTTPAddr string `json:"http_addr"`
+	// HLSTarget is the HLS segment duration and HLSWindow the number of
+	// segments in the playlist.
+	HLSTarget Duration `json:"hls_target"`
+	HLSWindow int      `json:"hls_window"`
 	// IcecastApp is the app of Icecast mounts given without one (/<id>.aac).
 	IcecastApp string `json:"icecast_app"`
 	// RTMPAddr accepts RTMP publishers; empty disables RTMP.
@@ -105,6 +109,8 @@ func DefaultConfig() Config {
 		HTTPAddr:       ":8000",
 		RTMPAddr:       ":1935",
 		IcecastApp:     "live",
+		HLSTarget:      Duration(2 * time.Second),
+		HLSWindow:      6,
 		Latency:        Duration(120 * time.Millisecond),
 		Grace:          Duration(10 * time.Second),
 		SpliceStall:    Duration(500 * time.Millisecond),
@@ -166,6 +172,12 @@ func (c Config) Validate() error {
 	}
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
+	}
+	if c.HLSTarget < Duration(time.Second) || c.HLSTarget > Duration(30*time.Second) {
+		bad("hls_target", "%v is outside 1s..30s", time.Duration(c.HLSTarget))
+	}
+	if c.HLSWindow < 2 || c.HLSWindow > 100 {
+		bad("hls_window", "%d is outside 2..100", c.HLSWindow)
 	}
 	if c.StateDir == "" {
 		bad("state_dir", "must not be empty")

@@ -155,7 +155,13 @@ var inbandEpoch = time.Now()
 
 // inbandPublisher sends pre-encoded tone frames with in-band telemetry, like
 // an appliance; silent(t) says whether the audio is silent at that moment.
-func inbandPublisher(t *testing.T, addr, sid, feed string, silent func(time.Time) bool) func() {
+func inbandPublisher(t testing.TB, addr, sid, feed string, silent func(time.Time) bool) func() {
+	return inbandPublisherStall(t, addr, sid, feed, silent, func(time.Time) bool { return false })
+}
+
+// inbandPublisherStall is inbandPublisher whose sending pauses (the
+// connection stays open) while stalled(t) holds.
+func inbandPublisherStall(t testing.TB, addr, sid, feed string, silent, stalled func(time.Time) bool) func() {
 	t.Helper()
 	frames := encodedTone(t)
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
@@ -184,6 +190,9 @@ func inbandPublisher(t *testing.T, addr, sid, feed string, silent func(time.Time
 				return
 			}
 			n++
+			if stalled(time.Now()) {
+				continue
+			}
 			pts := audio.FramePTS(n)
 			quiet := silent(time.Now())
 			data := frames[n%int64(len(frames))]

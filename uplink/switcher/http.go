@@ -30,6 +30,7 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 		r.SetPathValue("app", s.cfg.IcecastApp)
 		s.handleListen(ctx, w, r)
 	})
+	mux.HandleFunc("GET /{app}/{name}/{file}", s.handleHLS)
 	mux.HandleFunc("PUT /", s.handleSource)
 	mux.HandleFunc("SOURCE /", s.handleSource)
 	return mux
@@ -341,4 +342,20 @@ func (s *Server) handleActive(w http.ResponseWriter, r *http.Request) {
 	case <-st.done:
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// handleHLS serves /<app>/<name>/index.m3u8 and its segments.
+func (s *Server) handleHLS(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("app") + "/" + r.PathValue("name")
+	if strings.HasSuffix(name, streamid.FallbackSuffix) {
+		http.Error(w, "not found: a fallback input is not a stream", http.StatusNotFound)
+		return
+	}
+	st := s.lookup(name)
+	if st == nil || st.segmenter() == nil {
+		http.Error(w, "stream "+name+" is not on air", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	st.segmenter().ServeHTTP(w, r)
 }

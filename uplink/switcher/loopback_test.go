@@ -125,15 +125,15 @@ func TestBadInputsAreRefusedAndStreamUndisturbed(t *testing.T) {
 		SampleRate: 44100, Feeds: []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}})
 
 	if !e2e.WaitFor(10*time.Second, func() bool {
-		return hasEvent(e2e.GetEvents(t, base), "input-refused", "sample rate") && hasEvent(e2e.GetEvents(t, base), "input-refused", "MPEG-TS")
+		return hasEvent(e2e.GetEvents(t, base, nil), "input-refused", "sample rate") && hasEvent(e2e.GetEvents(t, base, nil), "input-refused", "MPEG-TS")
 	}) {
-		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", e2e.GetEvents(t, base))
+		t.Fatalf("expected refusal events naming the sample rate and the non-TS payload; events: %+v", e2e.GetEvents(t, base, nil))
 	}
-	for _, e := range e2e.GetEvents(t, base) {
+	for _, e := range e2e.GetEvents(t, base, nil) {
 		t.Logf("event: %s %s %s: %s", e.Stream, e.Input, e.Kind, e.Reason)
 	}
 	for _, want := range []string{"wrong key", "needs a key", "not configured", "malformed"} {
-		if !hasEvent(e2e.GetEvents(t, base), "publish-refused", want) {
+		if !hasEvent(e2e.GetEvents(t, base, nil), "publish-refused", want) {
 			t.Errorf("no publish-refused event mentioning %q", want)
 		}
 	}
@@ -263,8 +263,8 @@ func TestManualSwitchAPI(t *testing.T) {
 	if r := e2e.ToneOf(t, frames, 440); r.PhaseJumps != 0 || r.SilentAfterStart() != 0 {
 		t.Fatalf("manual switches were not seamless: %v", r)
 	}
-	if !hasEvent(e2e.GetEvents(t, base), "manual", "operator chose the fallback") {
-		t.Fatalf("no manual event: %+v", e2e.GetEvents(t, base))
+	if !hasEvent(e2e.GetEvents(t, base, nil), "manual", "operator chose the fallback") {
+		t.Fatalf("no manual event: %+v", e2e.GetEvents(t, base, nil))
 	}
 }
 
@@ -379,5 +379,52 @@ func TestSRTPullAcrossPrimaryLoss(t *testing.T) {
 	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/pull")
 	if st.Active != "fallback" || st.Output.HolesFilled != 0 {
 		t.Fatalf("after the primary died: %+v", st.Output)
+	}
+}
+
+func TestHLSOutputPlaysThroughASwitch(t *testing.T) {
+	ffmpeg, ffprobe := e2e.Need(t, "ffmpeg"), e2e.Need(t, "ffprobe")
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	cfg := testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "hls", Session: "hlssess", Epoch: time.Now()}
+	pc, fc := cfg, cfg
+	pc.Feeds = []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}}
+	fc.Feeds = []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}
+	_, stopPrimary := runStoppablePublisher(t, pc)
+	runPublisher(t, fc)
+	playlist := base + "/live/hls/index.m3u8"
+	if !e2e.WaitFor(20*time.Second, func() bool { b, err := e2e.HTTPGet(playlist); return err == nil && strings.Contains(b, "#EXTINF") }) {
+		t.Fatal("no HLS playlist with a segment")
+	}
+	time.Sleep(3 * time.Second)
+	stopPrimary() // a switch to the fallback happens inside the window
+	time.Sleep(7 * time.Second)
+	body, _ := e2e.HTTPGet(playlist)
+	if strings.Contains(body, "DISCONTINUITY") {
+		t.Errorf("aligned output needs no discontinuity:\n%s", body)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if d, ok := strings.CutPrefix(line, "#EXTINF:"); ok {
+			var sec float64
+			fmt.Sscanf(d, "%f", &sec)
+			if sec > 2.0 || sec < 1.9 {
+				t.Errorf("segment of %.3f s, want within the 2 s target", sec)
+			}
+		}
+	}
+	// A live playlist has no end: read a bounded stretch of it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ffprobe, "-v", "error", "-read_intervals", "%+8", "-show_entries", "packet=pts", "-of", "csv=p=0", playlist).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "rror") {
+		t.Fatalf("ffprobe of the playlist: %v: %.300s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, ffmpeg, "-v", "error", "-i", playlist, "-t", "8", "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("ffmpeg decoding the playlist: %v: %s", err, out)
+	}
+	pts := strings.Fields(string(out))
+	t.Logf("HLS window: %d packets through the switch, playlist:\n%s", len(pts), body)
+	if resp, _ := http.Get(base + "/live/hls_fallback/index.m3u8"); resp.StatusCode != 404 {
+		t.Errorf("the fallback has an HLS playlist of its own: %d", resp.StatusCode)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tandem/uplink/adts"
+	"tandem/uplink/hls"
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
 	"tandem/uplink/switcher/health"
@@ -100,6 +101,9 @@ type stream struct {
 	fan *media.Fanout[Packet]
 	// fanAudio is the audio configuration of fan's frames.
 	fanAudio media.AudioConfig
+	// hls segments the output; it outlives an online period (ending its
+	// playlist) until the next one starts.
+	hls *hls.Segmenter
 
 	slots   [2]*input
 	merge   *merge.Merge
@@ -329,7 +333,13 @@ func (s *stream) tick(now time.Time) {
 		return
 	}
 	fan := s.output()
+	s.mu.Lock()
+	seg := s.hls
+	s.mu.Unlock()
 	for _, o := range outs {
+		if seg != nil {
+			seg.WriteFrame(o.Frame)
+		}
 		p := Packet{Frame: o.Frame, Source: o.Source, Filled: o.Filled}
 		p.ADTS = s.frameADTS(o.Frame.Data)
 		if fan != nil {
@@ -381,6 +391,9 @@ func (s *stream) openOutput() {
 	if s.fan == nil {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
 		s.fanAudio = s.audio
+		// The output timeline is continuous across switches, splices and
+		// reconnects, so the playlist never needs a discontinuity.
+		s.hls = hls.New(hls.Config{TargetDuration: time.Duration(s.srv.cfg.HLSTarget), Window: s.srv.cfg.HLSWindow, Audio: s.audio})
 	}
 }
 
@@ -390,6 +403,9 @@ func (s *stream) closeOutput() {
 	if s.fan != nil {
 		s.fan.Close()
 		s.fan = nil
+	}
+	if s.hls != nil {
+		s.hls.Close()
 	}
 }
 
@@ -514,4 +530,11 @@ func contentReason(reasons []string) bool {
 		}
 	}
 	return false
+}
+
+// segmenter is the stream's HLS output, nil before it first went online.
+func (s *stream) segmenter() *hls.Segmenter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hls
 }
