@@ -1,32 +1,29 @@
 // Package testpub is a publisher for tests and the demo: it sends a stream's
-// matched, aligned feeds to a switcher the way the appliance does. A sine is
-// generated from one sample counter anchored at a shared epoch, each feed is
-// encoded to AAC by its own ffmpeg, frames are stamped from the sample index
-// (so feeds encoded by different ffmpeg processes, even in different
-// processes started at different times, carry identical timestamps for the
-// same audio), muxed to MPEG-TS and sent over SRT with the documented
-// stream id. A lost connection is redialled while the encoder keeps running.
+// matched, aligned feeds to a switcher the way the appliance does, with the
+// appliance's own capture clock and encoders. A sine (capture.NewToneAt) is
+// generated from one sample counter anchored at a shared epoch and cut into
+// blocks by a capture.Capture; each feed is encoded to AAC by its own
+// ffmpeg (capture/encoder), frames are stamped from the sample index (so
+// feeds encoded by different ffmpeg processes, even in different processes
+// started at different times, carry identical timestamps for the same
+// audio), muxed to MPEG-TS and sent over SRT with the documented stream id.
+// A lost connection is redialled while the encoder keeps running; an
+// encoder that dies is restarted on the same timeline.
 package testpub
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math"
-	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"tandem/uplink/adts"
+	"tandem/capture"
+	"tandem/capture/encoder"
 	"tandem/uplink/media"
 	"tandem/uplink/mpegts"
 	"tandem/uplink/srt"
@@ -108,9 +105,10 @@ type FeedStats struct {
 
 // Publisher runs the feeds.
 type Publisher struct {
-	cfg   Config
-	audio media.AudioConfig
-	stats map[streamid.Role]*FeedStats
+	cfg    Config
+	format capture.Format
+	audio  media.AudioConfig
+	stats  map[streamid.Role]*FeedStats
 }
 
 // New checks cfg and makes a publisher.
@@ -122,7 +120,11 @@ func New(cfg Config) (*Publisher, error) {
 	if len(cfg.Feeds) == 0 {
 		return nil, errors.New("testpub: no feeds")
 	}
-	p := &Publisher{cfg: cfg, stats: map[streamid.Role]*FeedStats{},
+	format := capture.Format{SampleRate: cfg.SampleRate, Channels: cfg.Channels}
+	if err := format.Validate(); err != nil {
+		return nil, fmt.Errorf("testpub: %w", err)
+	}
+	p := &Publisher{cfg: cfg, stats: map[streamid.Role]*FeedStats{}, format: format,
 		audio: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: cfg.SampleRate, Channels: cfg.Channels}}
 	for _, f := range cfg.Feeds {
 		if f.Role != streamid.RolePrimary && f.Role != streamid.RoleFallback {
@@ -140,20 +142,28 @@ func (p *Publisher) Session() string { return p.cfg.Session }
 func (p *Publisher) Stats(r streamid.Role) *FeedStats { return p.stats[r] }
 
 // Run publishes until ctx ends; it returns the first feed's fatal error.
+// One capture clock (a tone anchored at Epoch) feeds every feed's encoder.
 func (p *Publisher) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	tone := capture.NewToneAt(p.format, p.cfg.Frequency, p.cfg.LevelDBFS, p.cfg.Epoch)
+	clock := capture.New(tone, capture.Config{Session: p.cfg.Session, Log: p.cfg.Log})
 	var wg sync.WaitGroup
-	errc := make(chan error, len(p.cfg.Feeds))
+	errc := make(chan error, len(p.cfg.Feeds)+1)
 	for _, f := range p.cfg.Feeds {
+		blocks, _ := clock.Subscribe(128) // closed when the clock stops
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.runFeed(ctx, f); err != nil && ctx.Err() == nil {
+			if err := p.runFeed(ctx, f, blocks); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("%s feed: %w", f.Role, err)
 				cancel()
 			}
 		}()
+	}
+	if err := clock.Run(ctx); err != nil && ctx.Err() == nil {
+		errc <- err
+		cancel()
 	}
 	wg.Wait()
 	select {
@@ -164,8 +174,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-func (p *Publisher) runFeed(ctx context.Context, feed Feed) error {
+func (p *Publisher) runFeed(ctx context.Context, feed Feed, blocks <-chan capture.Block) error {
 	log := p.cfg.Log.With("feed", string(feed.Role))
+	st := p.stats[feed.Role]
 	frames := make(chan media.Frame, 64)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -175,123 +186,17 @@ func (p *Publisher) runFeed(ctx context.Context, feed Feed) error {
 	}()
 	defer wg.Wait()
 	defer close(frames)
-	for ctx.Err() == nil {
-		err := p.encode(ctx, feed, frames, log)
-		if ctx.Err() != nil {
-			return nil
-		}
-		// An encoder that dies is restarted on the same timeline.
-		log.Warn("encoder stopped; restarting", "err", err)
+	// The encoder restarts its ffmpeg on the same timeline if it dies.
+	enc := encoder.New(string(feed.Role), encoder.Profile{Codec: media.CodecAAC, Bitrate: feed.Bitrate, Format: p.format},
+		p.cfg.FFmpeg, log)
+	return enc.Run(ctx, blocks, func(f media.Frame) {
+		st.Encoded.Add(1)
 		select {
-		case <-time.After(200 * time.Millisecond):
-		case <-ctx.Done():
-		}
-	}
-	return nil
-}
-
-// encode runs one ffmpeg from the next frame boundary of the capture clock
-// until it fails or ctx ends.
-func (p *Publisher) encode(ctx context.Context, feed Feed, out chan<- media.Frame, log *slog.Logger) error {
-	sr := int64(p.cfg.SampleRate)
-	fs := int64(p.audio.FrameSamples())
-	// Start at the next whole frame of the capture clock.
-	now := int64(time.Since(p.cfg.Epoch)) * sr / int64(time.Second)
-	start := (now/fs + 1) * fs
-	cmd := exec.CommandContext(ctx, p.cfg.FFmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
-		"-f", "s16le", "-ar", strconv.Itoa(p.cfg.SampleRate), "-ac", strconv.Itoa(p.cfg.Channels), "-i", "pipe:0",
-		"-c:a", "aac", "-b:a", strconv.Itoa(feed.Bitrate), "-f", "adts", "-flush_packets", "1", "pipe:1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	stderr := &limitedBuffer{max: 4096}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start encoder %s: %w", p.cfg.FFmpeg, err)
-	}
-	pcmDone := make(chan error, 1)
-	go func() { pcmDone <- p.writePCM(ctx, stdin, start) }()
-
-	rd := adts.NewReader(bufio.NewReaderSize(stdout, 16<<10))
-	// Frame k of the encoder covers capture samples start+(k-1)*1024: the
-	// first frame is the encoder's priming and is not sent.
-	first := start/fs - 1
-	var k int64
-	var readErr error
-	for {
-		_, payload, err := rd.ReadFrame()
-		if err != nil {
-			readErr = err
-			break
-		}
-		idx := first + k
-		k++
-		if idx < start/fs {
-			continue
-		}
-		data := append([]byte(nil), payload...)
-		pts := p.audio.FramePTS(idx)
-		p.stats[feed.Role].Encoded.Add(1)
-		select {
-		case out <- media.Frame{Kind: media.KindAudio, PTS: pts & (1<<33 - 1), DTS: pts & (1<<33 - 1), Key: true, Data: data}:
+		case frames <- f:
 		default:
-			p.stats[feed.Role].Dropped.Add(1)
+			st.Dropped.Add(1)
 		}
-	}
-	stdin.Close()
-	werr := cmd.Wait()
-	<-pcmDone
-	if ctx.Err() != nil {
-		return nil
-	}
-	if stderr.String() != "" {
-		return fmt.Errorf("encoder: %v: %s", werr, stderr.String())
-	}
-	if werr != nil {
-		return fmt.Errorf("encoder: %w", werr)
-	}
-	return fmt.Errorf("encoder output ended: %v", readErr)
-}
-
-// writePCM writes the sine from sample index start, paced by the capture
-// clock: a block is written once its last sample exists.
-func (p *Publisher) writePCM(ctx context.Context, w io.WriteCloser, start int64) error {
-	defer w.Close()
-	sr := int64(p.cfg.SampleRate)
-	ch := p.cfg.Channels
-	const block = 1024
-	amp := math.Pow(10, p.cfg.LevelDBFS/20) * 32767
-	buf := make([]byte, block*ch*2)
-	w2 := 2 * math.Pi * p.cfg.Frequency / float64(sr)
-	for n := start; ; n += block {
-		due := p.cfg.Epoch.Add(time.Duration((n + block) * int64(time.Second) / sr))
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			}
-		}
-		for i := 0; i < block; i++ {
-			// The phase is reduced modulo the period in integer samples
-			// before the sine, so precision does not decay over hours.
-			s := int16(math.Round(amp * math.Sin(w2*float64((n+int64(i))%(sr*1000)))))
-			for c := 0; c < ch; c++ {
-				binary.LittleEndian.PutUint16(buf[(i*ch+c)*2:], uint16(s))
-			}
-		}
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 // send keeps an SRT connection up and writes every frame to it.
@@ -363,25 +268,4 @@ func (p *Publisher) send(ctx context.Context, feed Feed, frames <-chan media.Fra
 			p.cfg.OnSend(feed.Role, f, time.Now())
 		}
 	}
-}
-
-type limitedBuffer struct {
-	mu  sync.Mutex
-	b   []byte
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := l.max - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (l *limitedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
 }

@@ -1,0 +1,579 @@
+// Package encoder turns capture blocks into one feed's AAC frames with one
+// ffmpeg process, stamped from the capture sample index.
+//
+// The technique (productised from uplink/testpub): PCM is written to
+// ffmpeg as s16le through a pipe, ADTS is read back, the encoder's first
+// frame (its priming) is dropped, and frame k of a process started at
+// sample index s (a multiple of 1024) is stamped PTS = FramePTS(s/1024+k−1).
+// Two encoders fed from one Capture therefore stamp the same audio with the
+// same PTS however far apart they were started, and an encoder restarted
+// after a crash continues the same timeline: it starts at the next 1024
+// boundary of the blocks it receives.
+package encoder
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"tandem/capture"
+	"tandem/uplink/adts"
+	"tandem/uplink/media"
+)
+
+// Profile is what the encoder makes.
+type Profile struct {
+	Codec   media.Codec // media.CodecAAC (AAC-LC) only for now
+	Bitrate int         // bit/s
+	// Format is the PCM format of the blocks the encoder accepts and of the
+	// AAC it makes (no resampling: that would break the sample-exact
+	// timeline).
+	Format capture.Format
+}
+
+// ProfileOf validates a feed profile (key names it in errors, e.g.
+// capture.KeyPrimary) and converts it.
+func ProfileOf(key string, fp capture.FeedProfile) (Profile, error) {
+	if err := fp.Validate(key); err != nil {
+		return Profile{}, err
+	}
+	return Profile{Codec: media.CodecAAC, Bitrate: fp.Bitrate, Format: fp.Format()}, nil
+}
+
+// States of an Encoder.
+const (
+	StateIdle       = "idle"       // Run not called yet, or no block yet
+	StateRunning    = "running"    // an ffmpeg is encoding
+	StateRestarting = "restarting" // ffmpeg died; a new one starts with the next block
+	StateFailed     = "failed"     // ffmpeg cannot be started, keeps dying, or the blocks do not fit the profile; retrying
+	StateStopped    = "stopped"    // Run returned
+)
+
+// Stats is a snapshot of an Encoder.
+type Stats struct {
+	State string
+	// Restarts counts ffmpeg processes started after the first.
+	Restarts int64
+	// Frames counts frames handed to out.
+	Frames int64
+	// PaddedFrames counts PCM frames of silence written for gaps in the
+	// incoming blocks (a lagging subscription).
+	PaddedFrames int64
+	// DroppedBlocks counts blocks not encoded: while restarting, or in a
+	// format other than the profile's.
+	DroppedBlocks int64
+	LastError     string
+	// PID is the current ffmpeg's process id, 0 if none.
+	PID int
+	// Since is when the current ffmpeg started.
+	Since time.Time
+}
+
+// Encoder supervises one feed's ffmpeg.
+type Encoder struct {
+	name    string
+	p       Profile
+	ffmpeg  string
+	log     *slog.Logger
+	cfg     media.AudioConfig
+	fs      int64         // samples per frame
+	padMax  int64         // largest input gap filled with silence, in frames
+	queue   int           // blocks queued to ffmpeg's stdin
+	stallAt time.Duration // an ffmpeg that takes no input or makes no frame for this long is killed
+
+	mu    sync.Mutex
+	stats Stats
+
+	// lastIdx is the index of the last frame handed to out, per session;
+	// only the current process's reader touches it.
+	lastIdx     int64
+	lastSession string
+	haveLast    bool
+	frames      atomic.Int64
+}
+
+// New makes an encoder named name (the feed, for logs and errors) running
+// ffmpegPath ("" = "ffmpeg" from PATH).
+func New(name string, p Profile, ffmpegPath string, log *slog.Logger) *Encoder {
+	if ffmpegPath == "" {
+		ffmpegPath = "ffmpeg"
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Encoder{name: name, p: p, ffmpeg: ffmpegPath, log: log.With("encoder", name),
+		cfg: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: p.Format.SampleRate, Channels: p.Format.Channels},
+		// A gap of up to a second (blocks lost by a lagging subscription)
+		// is filled with silence; a longer one restarts ffmpeg.
+		queue: 128, stallAt: 3 * time.Second,
+	}
+	e.fs = int64(e.cfg.FrameSamples())
+	e.padMax = int64(p.Format.SampleRate)
+	e.stats.State = StateIdle
+	return e
+}
+
+// Config is the AudioConfig of the frames the encoder makes.
+func (e *Encoder) Config() media.AudioConfig { return e.cfg }
+
+// Stats returns a snapshot.
+func (e *Encoder) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.stats
+	st.Frames = e.frames.Load()
+	return st
+}
+
+func (e *Encoder) update(f func(*Stats)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f(&e.stats)
+}
+
+// Run encodes blocks and calls out with each frame, in PTS order, from
+// one goroutine at a time; out must not block for long (hand the frame to
+// a buffered queue): a stalled reader stalls ffmpeg, and a stalled ffmpeg
+// is killed and restarted. Frames are stamped PTS = DTS =
+// Config().FramePTS(index/1024) on the session's timeline, not reduced to
+// 33 bits (muxers do that). If ffmpeg dies it is restarted with the next
+// block on the same timeline, from the next 1024-sample boundary; nothing
+// else is touched. Run returns nil when ctx ends (ffmpeg is killed) or
+// blocks is closed (ffmpeg is drained first), and an error only for a
+// profile it cannot encode.
+func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out func(media.Frame)) error {
+	if e.p.Codec != media.CodecAAC {
+		err := fmt.Errorf("encoder %s: codec %v not supported (only AAC)", e.name, e.p.Codec)
+		e.update(func(s *Stats) { s.State, s.LastError = StateFailed, err.Error() })
+		return err
+	}
+	if err := e.p.Format.Validate(); err != nil {
+		err = fmt.Errorf("encoder %s: %w", e.name, err)
+		e.update(func(s *Stats) { s.State, s.LastError = StateFailed, err.Error() })
+		return err
+	}
+	r := &run{e: e, ctx: ctx, out: out}
+	defer func() {
+		r.stop()
+		e.update(func(s *Stats) { s.State, s.PID = StateStopped, 0 })
+	}()
+	watch := time.NewTicker(500 * time.Millisecond)
+	defer watch.Stop()
+	for {
+		var died <-chan struct{}
+		if r.p != nil {
+			died = r.p.done
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-died:
+			r.died()
+		case <-watch.C:
+			r.watchdog()
+		case b, ok := <-blocks:
+			if !ok {
+				r.drain(5 * time.Second)
+				return nil
+			}
+			r.feed(b)
+		}
+	}
+}
+
+// run is the state of one Run call, owned by its goroutine.
+type run struct {
+	e   *Encoder
+	ctx context.Context
+	out func(media.Frame)
+	p   *proc
+
+	startedOnce bool
+	quickDeaths int       // processes in a row that died young
+	notBefore   time.Time // backoff: no start before this
+	badFormat   bool      // the last block did not fit the profile
+}
+
+func (r *run) feed(b capture.Block) {
+	e := r.e
+	if b.Format != e.p.Format {
+		if !r.badFormat {
+			r.badFormat = true
+			err := fmt.Errorf("encoder %s: capture format %v does not match the feed profile %v", e.name, b.Format, e.p.Format)
+			e.log.Error("blocks do not fit the profile; not encoding", "err", err)
+			r.stop()
+			e.update(func(s *Stats) { s.State, s.LastError, s.PID = StateFailed, err.Error(), 0 })
+		}
+		e.update(func(s *Stats) { s.DroppedBlocks++ })
+		return
+	}
+	r.badFormat = false
+	ch := int64(e.p.Format.Channels)
+	samples := b.Samples
+	index := b.Index
+	if p := r.p; p != nil {
+		gap := index - p.next
+		switch {
+		case b.Session != p.session || gap < 0 || gap > e.padMax:
+			e.log.Info("timeline discontinuity: restarting ffmpeg", "expected", p.next, "index", index,
+				"session", b.Session, "was", p.session)
+			r.drain(time.Second) // the old timeline's last frames still go out
+		case gap > 0:
+			if !r.send(make([]int16, gap*ch), gap) {
+				return
+			}
+			e.update(func(s *Stats) { s.PaddedFrames += gap })
+		}
+	}
+	if r.p == nil {
+		if time.Now().Before(r.notBefore) {
+			e.update(func(s *Stats) { s.DroppedBlocks++ })
+			return
+		}
+		start := ceilDiv(index, e.fs) * e.fs
+		if start >= b.End() {
+			return // no frame boundary in this block: wait for the next
+		}
+		if !r.start(b.Session, start) {
+			return
+		}
+		samples = samples[(start-index)*ch:]
+	}
+	if r.send(samples, int64(len(samples))/ch) {
+		r.p.lastIn = time.Now()
+	}
+}
+
+// send queues PCM to the current ffmpeg. A burst (silence filled after a
+// stall) waits for room; an ffmpeg that takes no input for stallAt is
+// killed and restarted.
+func (r *run) send(samples []int16, frames int64) bool {
+	p := r.p
+	select {
+	case p.in <- samples:
+		p.next += frames
+		return true
+	default:
+	}
+	t := time.NewTimer(r.e.stallAt)
+	defer t.Stop()
+	select {
+	case p.in <- samples:
+		p.next += frames
+		return true
+	case <-r.ctx.Done():
+		return false
+	case <-p.done:
+		return false // Run's loop sees the exit next
+	case <-t.C:
+	}
+	err := fmt.Errorf("ffmpeg (pid %d) took no input for %v", p.pid, r.e.stallAt)
+	r.e.log.Warn("killing ffmpeg", "err", err)
+	p.fail(err)
+	p.cmd.Process.Kill()
+	return false
+}
+
+// start launches ffmpeg at sample index start (a multiple of 1024).
+func (r *run) start(session string, start int64) bool {
+	e := r.e
+	p, err := e.launch(session, start, r.out)
+	if err != nil {
+		e.log.Error("cannot start ffmpeg", "err", err)
+		r.quickDeaths++
+		r.notBefore = time.Now().Add(backoff(r.quickDeaths))
+		e.update(func(s *Stats) { s.State, s.LastError, s.PID = StateFailed, err.Error(), 0 })
+		return false
+	}
+	restart := r.startedOnce
+	r.startedOnce = true
+	r.p = p
+	e.update(func(s *Stats) {
+		s.State, s.PID, s.Since = StateRunning, p.pid, p.started
+		if restart {
+			s.Restarts++
+		}
+	})
+	e.log.Info("ffmpeg started", "pid", p.pid, "session", session, "index", start, "restart", restart)
+	return true
+}
+
+// died handles the current process's exit.
+func (r *run) died() {
+	e := r.e
+	p := r.p
+	r.p = nil
+	close(p.in)
+	p.writer.Wait()
+	err := p.exitErr()
+	lived := time.Since(p.started)
+	if lived < 5*time.Second {
+		r.quickDeaths++
+	} else {
+		r.quickDeaths = 0
+	}
+	state := StateRestarting
+	if r.quickDeaths > 0 {
+		r.notBefore = time.Now().Add(backoff(r.quickDeaths))
+	}
+	if r.quickDeaths >= 3 {
+		state = StateFailed
+	}
+	e.log.Warn("ffmpeg died; restarting on the same timeline", "pid", p.pid, "err", err, "lived", lived.Round(time.Millisecond),
+		"retry_in", time.Until(r.notBefore).Round(time.Millisecond))
+	e.update(func(s *Stats) { s.State, s.LastError, s.PID = state, err.Error(), 0 })
+}
+
+// backoff is the delay before starting ffmpeg after n quick failures in a
+// row: none for the first (a crash is restarted at once), then 250 ms
+// doubling to 5 s.
+func backoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := 250 * time.Millisecond << (n - 2)
+	if d > 5*time.Second || d <= 0 {
+		d = 5 * time.Second
+	}
+	return d
+}
+
+// watchdog kills an ffmpeg that stopped producing frames while it is
+// being fed.
+func (r *run) watchdog() {
+	p := r.p
+	if p == nil {
+		return
+	}
+	last := time.Unix(0, p.lastOut.Load())
+	if time.Since(last) < r.e.stallAt || time.Since(p.lastIn) > time.Second {
+		return
+	}
+	err := fmt.Errorf("ffmpeg (pid %d) produced no frame for %v", p.pid, time.Since(last).Round(time.Millisecond))
+	r.e.log.Warn("killing stalled ffmpeg", "err", err)
+	p.fail(err)
+	p.cmd.Process.Kill()
+}
+
+// stop ends the current process: killed at once, and waited for.
+func (r *run) stop() {
+	p := r.p
+	if p == nil {
+		return
+	}
+	r.p = nil
+	p.cmd.Process.Kill()
+	close(p.in)
+	<-p.done
+	p.writer.Wait()
+}
+
+// drain ends the input and lets ffmpeg flush its last frames, waiting at
+// most max before killing it.
+func (r *run) drain(max time.Duration) {
+	p := r.p
+	if p == nil {
+		return
+	}
+	r.p = nil
+	close(p.in)
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-r.ctx.Done():
+		p.cmd.Process.Kill()
+		<-p.done
+	case <-t.C:
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.writer.Wait()
+}
+
+// proc is one ffmpeg process.
+type proc struct {
+	cmd     *exec.Cmd
+	pid     int
+	session string
+	start   int64 // sample index of its first input frame
+	next    int64 // index after the last frame queued
+	started time.Time
+	in      chan []int16 // PCM to write; closed by Run
+	lastIn  time.Time    // when Run last queued PCM (Run's goroutine only)
+	writer  sync.WaitGroup
+	done    chan struct{} // closed once the process has exited and its output is read
+	stderr  *limitedBuffer
+	lastOut atomic.Int64 // unix ns of the last frame out (or of the start)
+
+	mu       sync.Mutex
+	reason   error // why Run killed it
+	writeErr error // the first failed write of PCM
+	err      error // how it ended, set before done is closed
+}
+
+// fail records why Run is about to kill the process.
+func (p *proc) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reason == nil {
+		p.reason = err
+	}
+}
+
+func (p *proc) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (e *Encoder) launch(session string, start int64, out func(media.Frame)) (*proc, error) {
+	f := e.p.Format
+	// -probesize/-analyzeduration: raw PCM needs no probing, and with the
+	// defaults ffmpeg buffers about a second of input before its first
+	// frame (measured: 1.07 s to the first frame, 68 ms with these).
+	cmd := exec.Command(e.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+		"-probesize", "32", "-analyzeduration", "0",
+		"-f", "s16le", "-ar", strconv.Itoa(f.SampleRate), "-ac", strconv.Itoa(f.Channels), "-i", "pipe:0",
+		"-c:a", "aac", "-b:a", strconv.Itoa(e.p.Bitrate), "-f", "adts", "-flush_packets", "1", "pipe:1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("encoder %s: %w", e.name, err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("encoder %s: %w", e.name, err)
+	}
+	p := &proc{cmd: cmd, session: session, start: start, next: start, started: time.Now(),
+		in: make(chan []int16, e.queue), done: make(chan struct{}), stderr: &limitedBuffer{max: 2048}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("encoder %s: start %s: %w", e.name, e.ffmpeg, err)
+	}
+	p.pid = cmd.Process.Pid
+	p.lastOut.Store(p.started.UnixNano())
+	p.lastIn = p.started
+	if !e.haveLast || session != e.lastSession {
+		e.haveLast, e.lastSession, e.lastIdx = true, session, start/e.fs-1
+	}
+	p.writer.Add(1)
+	go func() { // writer
+		defer p.writer.Done()
+		defer stdin.Close()
+		var buf []byte
+		for s := range p.in {
+			buf = buf[:0]
+			for _, v := range s {
+				buf = binary.LittleEndian.AppendUint16(buf, uint16(v))
+			}
+			if _, err := stdin.Write(buf); err != nil {
+				p.mu.Lock()
+				p.writeErr = fmt.Errorf("writing PCM to ffmpeg: %w", err)
+				p.mu.Unlock()
+				for range p.in { // keep Run's sends from blocking until it sees the exit
+				}
+				return
+			}
+		}
+	}()
+	go func() { // reader, then reaper
+		readErr := e.read(p, stdout, out)
+		werr := cmd.Wait()
+		var err error
+		msg := strings.TrimSpace(p.stderr.String())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch {
+		case p.reason != nil:
+			err = p.reason
+		case werr != nil && msg != "":
+			err = fmt.Errorf("ffmpeg exited: %v: %s", werr, msg)
+		case werr != nil:
+			err = fmt.Errorf("ffmpeg exited: %w", werr)
+		case readErr != nil && !errors.Is(readErr, io.EOF):
+			err = fmt.Errorf("reading ffmpeg's output: %w", readErr)
+		case p.writeErr != nil:
+			err = fmt.Errorf("ffmpeg exited: %w", p.writeErr)
+		default:
+			err = errors.New("ffmpeg exited")
+		}
+		p.err = err
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// read stamps and delivers p's frames until its output ends.
+func (e *Encoder) read(p *proc, stdout io.Reader, out func(media.Frame)) error {
+	rd := adts.NewReader(bufio.NewReaderSize(stdout, 16<<10))
+	// Frame k of the process covers capture samples start+(k−1)·1024: the
+	// first frame is the encoder's priming and is not sent.
+	first := p.start/e.fs - 1
+	warned := false
+	for k := int64(0); ; k++ {
+		h, payload, err := rd.ReadFrame()
+		if err != nil {
+			return err
+		}
+		p.lastOut.Store(time.Now().UnixNano())
+		if k == 0 {
+			continue
+		}
+		idx := first + k
+		if idx <= e.lastIdx {
+			continue // never a timestamp twice
+		}
+		if h.Config.SampleRate != e.cfg.SampleRate || h.Config.Channels != e.cfg.Channels {
+			if !warned {
+				warned = true
+				e.log.Error("ffmpeg produced another format than asked", "got", h.Config, "want", e.cfg)
+			}
+		}
+		e.lastIdx = idx
+		pts := e.cfg.FramePTS(idx)
+		e.frames.Add(1)
+		out(media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: append([]byte(nil), payload...)})
+	}
+}
+
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) == (b < 0) {
+		q++
+	}
+	return q
+}
+
+// limitedBuffer keeps the first max bytes written (ffmpeg's complaints).
+type limitedBuffer struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
