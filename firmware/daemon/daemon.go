@@ -34,8 +34,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	record(st, log, state.Event{Kind: state.KindStart, Subject: "daemon", Reason: StartReason(st, recovered)})
 	RecordConfig(st, cfg, log)
 
-	p := &stubProvider{cfg: cfg, started: time.Now()}
-	err = api.Serve(ctx, cfg.API.Socket, cfg.API.HTTP, p, st, log.With("component", "api"))
+	sup, err := newSupervisor(ctx, cfg, st, log)
+	if err != nil {
+		record(st, log, state.Event{Kind: state.KindStop, Subject: "daemon", Reason: "refused to start: " + err.Error()})
+		return fmt.Errorf("daemon: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sup.run(ctx)
+	}()
+	err = api.Serve(ctx, cfg.API.Socket, cfg.API.HTTP, sup, st, log.With("component", "api"))
+	cancel()
+	<-done
 	stop := "shutdown requested"
 	if err != nil {
 		stop = err.Error()
