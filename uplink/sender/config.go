@@ -258,14 +258,10 @@ func (c *Config) parseDest() (target, error) {
 		if strings.HasSuffix(c.Name, streamid.FallbackSuffix) {
 			return target{}, cfgErr("Name", "%q: give the stream's name; Role says which feed this is", c.Name)
 		}
+		// String() says role=primary for a primary, so a primary that
+		// reconnects while its old connection still holds the slot never
+		// lands in the fallback slot.
 		t.streamID = id.String()
-		if c.Role == streamid.RolePrimary {
-			// String() leaves the primary's role implicit, which a switcher
-			// reads as "primary if free, else fallback". A primary that
-			// reconnects while its old connection still holds the slot must
-			// not land in the fallback slot: say it.
-			t.streamID += ",role=" + string(streamid.RolePrimary)
-		}
 		back, err := streamid.Parse(t.streamID)
 		if err != nil {
 			return target{}, cfgErr("App/Name/Session/Key", "%v", err)

@@ -167,7 +167,8 @@ func validToken(s string) bool {
 }
 
 // String writes the id in the access-control syntax. A fallback input is
-// written with the "_fallback" name, which every publisher understands.
+// written with the "_fallback" name, which every publisher understands; a
+// primary says role=primary.
 func (id ID) String() string {
 	var b strings.Builder
 	b.WriteString("#!::r=")
@@ -190,6 +191,11 @@ func (id ID) String() string {
 	if id.Key != "" {
 		b.WriteString(",k=")
 		b.WriteString(id.Key)
+	}
+	if id.Role == RolePrimary {
+		// Explicit, so a reconnecting primary can never be taken for a
+		// second publisher and land in the fallback slot.
+		b.WriteString(",role=primary")
 	}
 	return b.String()
 }

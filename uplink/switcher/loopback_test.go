@@ -428,3 +428,53 @@ func TestHLSOutputPlaysThroughASwitch(t *testing.T) {
 		t.Errorf("the fallback has an HLS playlist of its own: %d", resp.StatusCode)
 	}
 }
+
+// A feed that redials with the same session takes its slot over at once;
+// a stranger without a session cannot.
+func TestSameFeedReconnectTakesOverItsSlot(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	addr := srv.SRTAddr().String()
+	inbandPublisher(t, addr, "#!::r=live/re,m=publish,s=r1,role=primary", "primary", func(time.Time) bool { return false })
+	if !e2e.WaitFor(10*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/re")
+		return st != nil && st.State == "online"
+	}) {
+		t.Fatal("not online")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A stranger on the primary's name with no session becomes the fallback
+	// (two publishers on one name pair up); a third is refused.
+	c1, err := srt.Dial(ctx, addr, srt.Options{StreamID: "#!::r=live/re,m=publish"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	time.Sleep(300 * time.Millisecond)
+	c2, err := srt.Dial(ctx, addr, srt.Options{StreamID: "#!::r=live/re,m=publish"})
+	if err == nil {
+		buf := make([]byte, 1500)
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = c2.ReadMessage(rctx, buf)
+		rcancel()
+		c2.Close()
+		if err == nil {
+			t.Error("a third publisher was kept")
+		}
+	}
+	// The primary's feed redials with its session: it takes over at once.
+	start := time.Now()
+	inbandPublisher(t, addr, "#!::r=live/re,m=publish,s=r1,role=primary", "primary", func(time.Time) bool { return false })
+	if !e2e.WaitFor(3*time.Second, func() bool {
+		for _, e := range e2e.GetEvents(t, base, nil) {
+			if e.Kind == "input-replaced" {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the redialled primary did not take over: %+v", e2e.GetEvents(t, base, nil))
+	}
+	t.Logf("same-session reconnect took the slot over in %v", time.Since(start).Round(time.Millisecond))
+}

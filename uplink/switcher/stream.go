@@ -250,8 +250,20 @@ func (s *stream) attach(now time.Time, in *input) error {
 			role = merge.Fallback
 		}
 	}
-	if s.slots[role] != nil {
-		return fmt.Errorf("%w: %s already has a %s input (%s from %s)", ErrSlotTaken, s.name, role, s.slots[role].proto, s.slots[role].remote)
+	if old := s.slots[role]; old != nil {
+		// The same feed redialling (same role, same capture session) after
+		// its sender gave up on a stalled connection takes over at once:
+		// libsrt would take ~5 s to notice the old one is dead. Publishers
+		// that declare no session cannot take a slot over.
+		sameFeed := in.id.Role != streamid.RoleAny && old.id.Session != "" && old.id.Session == in.id.Session
+		if !sameFeed {
+			return fmt.Errorf("%w: %s already has a %s input (%s from %s)", ErrSlotTaken, s.name, role, old.proto, old.remote)
+		}
+		r := role
+		s.record("input-replaced", fmt.Sprintf("%s %s from %s replaced by a reconnect of the same feed from %s", old.proto, role, old.remote, in.remote), &r)
+		old.refused = "replaced by a reconnect of the same feed"
+		s.slots[role] = nil
+		old.refuse(old.refused)
 	}
 	in.role = role
 	in.monitor = health.New(s.srv.cfg.healthThresholds())
