@@ -292,3 +292,31 @@ func GetEvents(t testing.TB, base string, client *http.Client) []switcher.Event 
 	json.NewDecoder(resp.Body).Decode(&out)
 	return out.Events
 }
+
+// StartSwitcher runs the switcher binary on free loopback ports until the
+// test ends and returns its HTTP base URL and its SRT address.
+func StartSwitcher(t testing.TB, env ...string) (base, srtAddr string) {
+	t.Helper()
+	bin := Binary(t, "tandem/uplink/cmd/tandem-switcher")
+	srtPort, httpPort := FreeUDPPort(t), FreeTCPPort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = append(os.Environ(), append([]string{
+		fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", srtPort),
+		fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort),
+		"TANDEM_SWITCHER_RTMP_ADDR=",
+		"TANDEM_SWITCHER_STATE_DIR=" + t.TempDir(),
+	}, env...)...)
+	cmd.Stdout, cmd.Stderr = LogWriter(t), LogWriter(t)
+	cmd.WaitDelay = 3 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	base = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	if !WaitFor(10*time.Second, func() bool { _, err := HTTPGet(base + "/healthz"); return err == nil }) {
+		t.Fatal("switcher did not start")
+	}
+	return base, fmt.Sprintf("127.0.0.1:%d", srtPort)
+}
