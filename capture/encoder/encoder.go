@@ -200,6 +200,12 @@ type run struct {
 	p   *proc
 
 	startedOnce bool
+	// hist is the last prerollFrames of the capture timeline (interleaved),
+	// ending at histEnd in session histSession: a restarted ffmpeg is fed
+	// them first so its first frame sent comes from a warmed-up encoder.
+	hist        []int16
+	histEnd     int64
+	histSession string
 	quickDeaths int       // processes in a row that died young
 	notBefore   time.Time // backoff: no start before this
 	badFormat   bool      // the last block did not fit the profile
@@ -219,6 +225,7 @@ func (r *run) feed(b capture.Block) {
 		return
 	}
 	r.badFormat = false
+	defer r.remember(b)
 	ch := int64(e.p.Format.Channels)
 	samples := b.Samples
 	index := b.Index
@@ -245,7 +252,15 @@ func (r *run) feed(b capture.Block) {
 		if start >= b.End() {
 			return // no frame boundary in this block: wait for the next
 		}
-		if !r.start(b.Session, start) {
+		pre := r.preroll(b, start)
+		launchAt := start
+		if pre != nil {
+			launchAt = start - prerollFrames
+		}
+		if !r.start(b.Session, launchAt, start) {
+			return
+		}
+		if pre != nil && !r.send(pre, prerollFrames) {
 			return
 		}
 		samples = samples[(start-index)*ch:]
@@ -285,10 +300,47 @@ func (r *run) send(samples []int16, frames int64) bool {
 	return false
 }
 
-// start launches ffmpeg at sample index start (a multiple of 1024).
-func (r *run) start(session string, start int64) bool {
+// prerollFrames is how much audio before its first frame a restarted
+// encoder is fed: two AAC frames fill the MDCT overlap, so the first frame
+// it sends decodes like one from an encoder that never stopped (a cold
+// first frame encodes a fade-in from silence: a phase glitch at the join).
+const prerollFrames = 2048
+
+// remember keeps the tail of the capture timeline for a restart's pre-roll.
+func (r *run) remember(b capture.Block) {
+	ch := r.e.p.Format.Channels
+	if b.Session != r.histSession || b.Index != r.histEnd {
+		r.hist = r.hist[:0]
+	}
+	r.hist = append(r.hist, b.Samples...)
+	if keep := prerollFrames * ch; len(r.hist) > keep {
+		r.hist = append(r.hist[:0], r.hist[len(r.hist)-keep:]...)
+	}
+	r.histSession, r.histEnd = b.Session, b.End()
+}
+
+// preroll is the audio [start-prerollFrames, start) of block b's timeline,
+// or nil when the history does not reach back that far.
+func (r *run) preroll(b capture.Block, start int64) []int16 {
+	ch := int64(r.e.p.Format.Channels)
+	if b.Session != r.histSession || b.Index != r.histEnd {
+		return nil
+	}
+	joined := append(append([]int16(nil), r.hist...), b.Samples[:(start-b.Index)*ch]...)
+	if int64(len(joined)) < prerollFrames*ch {
+		return nil
+	}
+	return joined[int64(len(joined))-prerollFrames*ch:]
+}
+
+// start launches ffmpeg at sample index launchAt (a multiple of 1024); its
+// frames before index sendFrom are pre-roll and are not sent.
+func (r *run) start(session string, launchAt, sendFrom int64) bool {
 	e := r.e
-	p, err := e.launch(session, start, r.out)
+	p, err := e.launch(session, launchAt, r.out)
+	if p != nil {
+		p.sendFrom = sendFrom / e.fs
+	}
 	if err != nil {
 		e.log.Error("cannot start ffmpeg", "err", err)
 		r.quickDeaths++
@@ -305,7 +357,7 @@ func (r *run) start(session string, start int64) bool {
 			s.Restarts++
 		}
 	})
-	e.log.Info("ffmpeg started", "pid", p.pid, "session", session, "index", start, "restart", restart)
+	e.log.Info("ffmpeg started", "pid", p.pid, "session", session, "index", sendFrom, "preroll", sendFrom-launchAt, "restart", restart)
 	return true
 }
 
@@ -408,14 +460,16 @@ type proc struct {
 	pid     int
 	session string
 	start   int64 // sample index of its first input frame
-	next    int64 // index after the last frame queued
-	started time.Time
-	in      chan []int16 // PCM to write; closed by Run
-	lastIn  time.Time    // when Run last queued PCM (Run's goroutine only)
-	writer  sync.WaitGroup
-	done    chan struct{} // closed once the process has exited and its output is read
-	stderr  *limitedBuffer
-	lastOut atomic.Int64 // unix ns of the last frame out (or of the start)
+	// sendFrom is the first frame index sent: earlier ones are pre-roll.
+	sendFrom int64
+	next     int64 // index after the last frame queued
+	started  time.Time
+	in       chan []int16 // PCM to write; closed by Run
+	lastIn   time.Time    // when Run last queued PCM (Run's goroutine only)
+	writer   sync.WaitGroup
+	done     chan struct{} // closed once the process has exited and its output is read
+	stderr   *limitedBuffer
+	lastOut  atomic.Int64 // unix ns of the last frame out (or of the start)
 
 	mu       sync.Mutex
 	reason   error // why Run killed it
@@ -532,8 +586,8 @@ func (e *Encoder) read(p *proc, stdout io.Reader, out func(media.Frame)) error {
 			continue
 		}
 		idx := first + k
-		if idx <= e.lastIdx {
-			continue // never a timestamp twice
+		if idx <= e.lastIdx || idx < p.sendFrom {
+			continue // never a timestamp twice; pre-roll is not sent
 		}
 		if h.Config.SampleRate != e.cfg.SampleRate || h.Config.Channels != e.cfg.Channels {
 			if !warned {

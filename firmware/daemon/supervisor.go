@@ -268,7 +268,7 @@ func (s *supervisor) Status() api.Status {
 	st := api.Status{DeviceID: s.cfg.DeviceID, SessionID: cs.Session, Version: version.String(), Started: s.started}
 	st.Source = api.SourceStatus{Type: s.cfg.Source.Type, State: cs.State, SilentMs: cs.SilentFor.Milliseconds()}
 	if s.cfg.Source.Type == "tone" {
-		st.Source.Name = fmt.Sprintf("%g Hz %g dBFS", s.cfg.Source.Tone.Frequency, s.cfg.Source.Tone.LevelDBFS)
+		st.Source.Name = fmt.Sprintf("%g Hz at %g dBFS", s.cfg.Source.Tone.Frequency, s.cfg.Source.Tone.LevelDBFS)
 	} else {
 		st.Source.Name = s.cfg.Source.Device.Backend + ":" + s.cfg.Source.Device.Name
 	}
