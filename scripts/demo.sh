@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make demo: the switcher and a test-tone publisher (matched primary and
-# fallback feeds from one capture clock) over two local links: the primary
-# leaves from 127.0.0.1, the fallback from 127.0.0.2. Ctrl-C stops both.
+# make demo: the switcher and the real appliance daemon (tone source,
+# matched primary and fallback feeds from one capture clock) over two local
+# links: the primary leaves from 127.0.0.1, the fallback from 127.0.0.2.
+# Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +33,14 @@ if ! curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then
 	echo "the switcher did not start; its log:"; cat "$logdir/switcher.log"; exit 1
 fi
 
-bin/tandem-testpub -addr "127.0.0.1:$srt_port" -stream "$stream" \
-	-local-primary 127.0.0.1 -local-fallback 127.0.0.2 >"$logdir/publisher.log" 2>&1 &
+# The appliance on its built-in defaults: a 440 Hz tone on one capture
+# clock, primary (128 kbit/s) from 127.0.0.1 and fallback (64 kbit/s) from
+# 127.0.0.2, both to the switcher over SRT.
+mkdir -p "$logdir/appliance"
+TANDEM_STATE_DIR="$logdir/appliance" TANDEM_API_SOCKET="$logdir/appliance/api.sock" TANDEM_API_HTTP= \
+	TANDEM_FEEDS_PRIMARY_DEST="srt://127.0.0.1:$srt_port" TANDEM_FEEDS_FALLBACK_DEST="srt://127.0.0.1:$srt_port" \
+	TANDEM_DEVICE_ID="${stream#*/}" TANDEM_APP="${stream%%/*}" \
+	bin/tandem run >"$logdir/appliance.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -50,11 +57,17 @@ cat <<MSG
   events     curl -s http://127.0.0.1:$http_port/api/v1/events
   logs       $logdir/
 
+  appliance  TANDEM_API_SOCKET=$logdir/appliance/api.sock bin/tandem status
+  HLS        http://127.0.0.1:$http_port/$stream/index.m3u8
+  metrics    curl -s http://127.0.0.1:$http_port/metrics
+
   The primary feed (128 kbit/s) leaves from 127.0.0.1, the fallback
   (64 kbit/s) from 127.0.0.2; both carry the same capture timeline.
   Kill the primary's encoder and listen: nothing changes.
       pkill -9 -f 'ffmpeg.*-b:a 128000'
-  The publisher restarts it on the same timeline within a second.
+  The appliance restarts it on the same timeline within a second.
+  Switch by hand (failover stays armed):
+      curl -s -XPOST -d '{"input":"fallback"}' http://127.0.0.1:$http_port/api/v1/streams/$stream/active
 
   Ctrl-C stops everything.
 
