@@ -28,18 +28,7 @@ import (
 // ffmpegPublisher starts a third-party style publisher: ffmpeg encoding a
 // tone straight to the switcher over SRT, with no Tandem session.
 func ffmpegPublisher(t *testing.T, addr, streamID string, freq int) *exec.Cmd {
-	t.Helper()
-	ffmpeg := e2e.Need(t, "ffmpeg")
-	url := fmt.Sprintf("srt://%s?streamid=%s&latency=120000", addr, streamID)
-	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
-		"-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url)
-	cmd.Stderr = e2e.LogWriter(t)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	return toneSource(t, fmt.Sprintf("srt://%s?streamid=%s&latency=120000", addr, streamID), freq, "mpegts")
 }
 
 // dominant returns, per 10 ms block, whether a is stronger than b.

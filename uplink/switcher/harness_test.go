@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"sync"
 	"tandem/scripts/e2e"
 	"testing"
@@ -81,3 +83,22 @@ func runStoppablePublisher(t testing.TB, cfg testpub.Config) (*testpub.Publisher
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// toneSource runs ffmpeg encoding a sine to AAC and sending it to url in
+// the given muxer format (mpegts over SRT, flv over RTMP, adts to Icecast),
+// like a third-party encoder; it is killed when the test ends.
+func toneSource(t *testing.T, url string, freq int, format ...string) *exec.Cmd {
+	t.Helper()
+	ffmpeg := e2e.Need(t, "ffmpeg")
+	args := []string{"-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
+		"-c:a", "aac", "-b:a", "128k", "-f"}
+	args = append(append(args, format...), url)
+	cmd := exec.Command(ffmpeg, args...)
+	cmd.Stderr = e2e.LogWriter(t)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}

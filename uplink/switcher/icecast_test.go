@@ -16,17 +16,7 @@ import (
 )
 
 func icecastSource(t *testing.T, url string, freq int) *exec.Cmd {
-	t.Helper()
-	ffmpeg := e2e.Need(t, "ffmpeg")
-	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
-		"-c:a", "aac", "-b:a", "128k", "-f", "adts", "-content_type", "audio/aac", url)
-	cmd.Stderr = e2e.LogWriter(t)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	return toneSource(t, url, freq, "adts", "-content_type", "audio/aac")
 }
 
 func TestIcecastSourcesPairAndFailOver(t *testing.T) {

@@ -2,7 +2,6 @@ package switcher_test
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -15,18 +14,7 @@ import (
 )
 
 func rtmpPublisher(t *testing.T, url string, freq int) *exec.Cmd {
-	t.Helper()
-	ffmpeg := e2e.Need(t, "ffmpeg")
-	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
-		"-c:a", "aac", "-b:a", "128k", "-f", "flv", url)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	return toneSource(t, url, freq, "flv")
 }
 
 func TestRTMPPublishersPairAndFailOver(t *testing.T) {
