@@ -28,6 +28,8 @@ type Options struct {
 const (
 	optSndSyn       = 1
 	optRcvSyn       = 2
+	optUDPSndBuf    = 8
+	optUDPRcvBuf    = 9
 	optLatency      = 23
 	optPassphrase   = 26
 	optPBKeyLen     = 27
@@ -139,6 +141,9 @@ func setStrRaw(s C.SRTSOCKET, opt int, name string, v string) error {
 	return nil
 }
 
+// udpBuffer is the UDP socket buffer size asked for (see apply).
+const udpBuffer = 1 << 20
+
 func msec(d time.Duration) int {
 	return int((d + time.Millisecond - 1) / time.Millisecond)
 }
@@ -154,6 +159,17 @@ func (o *Options) apply(s C.SRTSOCKET, caller bool) error {
 		func() error { return setInt(s, optRcvSyn, "SRTO_RCVSYN", 0) },
 		func() error { return setInt(s, optSndSyn, "SRTO_SNDSYN", 0) },
 		func() error { return setInt(s, optLatency, "SRTO_LATENCY", msec(o.latency())) },
+		// libsrt sends control packets (ACK, NAK) synchronously from its
+		// receive thread on the port's one UDP socket. With its default
+		// 64 KiB send buffer, packets queued in the kernel for a peer whose
+		// path just died (an unresolved neighbour holds up to
+		// unres_qlen_bytes, 208 KiB) fill the buffer, sendmsg blocks for
+		// up to a second, and every connection on the port stops being
+		// read: measured as an 0.83 s sendmsg and a hole on the other link.
+		// A buffer larger than the neighbour queue (the kernel caps and
+		// doubles it) lets the kernel drop instead.
+		func() error { return setInt(s, optUDPSndBuf, "SRTO_UDP_SNDBUF", udpBuffer) },
+		func() error { return setInt(s, optUDPRcvBuf, "SRTO_UDP_RCVBUF", udpBuffer) },
 	}
 	if o.PBKeyLen != 0 {
 		steps = append(steps, func() error { return setInt(s, optPBKeyLen, "SRTO_PBKEYLEN", o.PBKeyLen) })
