@@ -21,3 +21,7 @@ echo
 # Issue 2: output latency in the lab, and switcher cost per aligned pair.
 run ./uplink/switcher/ 'BenchmarkLabLatency'
 run ./uplink/switcher/ 'BenchmarkSwitcherPairs'
+# Issue 4: detection-to-switch per failure signal.
+run ./uplink/switcher/ 'BenchmarkDetectionToSwitch'
+# Issue 3: the appliance against a single ffmpeg doing the same job.
+run ./firmware/daemon/ 'BenchmarkApplianceVsFFmpeg'
