@@ -128,6 +128,12 @@ func TestLabBothLinksCutThreeSeconds(t *testing.T) {
 	r.Lab.Restore("a")
 	r.Lab.Restore("b")
 	time.Sleep(4 * time.Second)
+	// The primary comes back as the active input by itself, once its
+	// health monitor's loss window (5 s) has forgotten the outage.
+	e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream)
+		return st != nil && st.Active == "primary"
+	})
 	st := e2e.FindStream(e2e.GetStreams(t, r.Base, r.Client), labStream)
 	// 3 s is 140.6 frames; the hold shifts where the hole starts, not its size.
 	if h := st.Output.HolesFilled; h < 120 || h > 160 {
