@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -37,17 +38,21 @@ const (
 type Conn struct {
 	sock     C.SRTSOCKET
 	p        *poller
-	ent      *pollEntry
 	streamID string
 	local    *net.UDPAddr
 	remote   *net.UDPAddr
 
 	done      chan struct{} // closed by Close: releases parked readers
+	closing   atomic.Bool   // set by Close before done is closed
 	closeOnce sync.Once
 
-	// opMu: every libsrt call on sock holds it for reading (they are all
-	// non-blocking, so short); Close holds it for writing around srt_close,
-	// so no call ever races with or follows srt_close on this socket id.
+	rx rxQueue // messages the poller drained, waiting for ReadMessage
+
+	// opMu: every libsrt call on sock from a method (WriteMessage, Stats)
+	// holds it for reading (they are all non-blocking, so short); Close
+	// holds it for writing around srt_close, so no call ever races with or
+	// follows srt_close on this socket id. The poller's reads are kept
+	// apart by poller.mu instead: Close removes the socket's entry first.
 	opMu   sync.RWMutex
 	closed bool
 
@@ -193,7 +198,7 @@ func Dial(ctx context.Context, addr string, opt Options) (*Conn, error) {
 		}
 	}
 	// Subscribe OUT (connected) and ERR (failed) before connecting.
-	if ent, err = p.add(s, evOut|evErr); err != nil {
+	if ent, err = p.add(s, evOut|evErr, nil); err != nil {
 		return fail(fmt.Errorf("srt dial %s: %w", addr, err))
 	}
 	op := "connect " + raddr.String()
@@ -241,11 +246,14 @@ wait:
 		}
 	}
 	// Connected: from now on only IN and ERR matter. OUT would fire on
-	// every ACK that frees send-buffer space.
+	// every ACK that frees send-buffer space. The entry becomes the
+	// Conn's first, so the first IN event is drained into its queue.
+	c := newConn(s, p, opt.StreamID, fromC(&ra))
+	p.setConn(s, c)
 	if err := p.update(s, evIn|evErr); err != nil {
 		return fail(fmt.Errorf("srt dial %s: %w", addr, err))
 	}
-	c := newConn(s, p, ent, opt.StreamID, fromC(&ra))
+	p.drainNow(c)
 	return c, nil
 }
 
@@ -255,9 +263,11 @@ func closeSock(s C.SRTSOCKET) {
 	leave()
 }
 
-// newConn wraps a connected socket that is subscribed to the poller.
-func newConn(s C.SRTSOCKET, p *poller, ent *pollEntry, streamID string, remote *net.UDPAddr) *Conn {
-	c := &Conn{sock: s, p: p, ent: ent, streamID: streamID, remote: remote, done: make(chan struct{})}
+// newConn wraps a connected socket. The caller makes it its poller
+// entry's conn before subscribing IN.
+func newConn(s C.SRTSOCKET, p *poller, streamID string, remote *net.UDPAddr) *Conn {
+	c := &Conn{sock: s, p: p, streamID: streamID, remote: remote, done: make(chan struct{})}
+	c.rx.init()
 	var a C.tsrt_addr
 	var e C.tsrt_err
 	enter()
@@ -278,16 +288,20 @@ func newConn(s C.SRTSOCKET, p *poller, ent *pollEntry, streamID string, remote *
 			c.remote = &net.UDPAddr{}
 		}
 	}
-	p.setConn(s, c)
 	return c
 }
 
 // ReadMessage receives one live-mode message into buf (use at least
-// ReadBufferSize bytes). When no message is ready it parks the goroutine
-// until the poller signals the socket, ctx is done or the Conn is closed; no
-// OS thread is held meanwhile. When the peer goes, the error matches
-// ErrConnectionLost (libsrt reports a clean close by the peer and a broken
-// link alike: SRT error 2001); after Close it matches ErrClosed.
+// ReadBufferSize bytes). The poller has already read it from libsrt: this
+// takes the oldest queued message and makes no libsrt call. When none is
+// queued it parks the goroutine until the poller queues one, ctx is done or
+// the Conn is closed; no OS thread is held meanwhile. A buf shorter than the
+// message is an error (SRT error 5009, as libsrt reports it) and the message
+// stays queued. When the peer goes, the messages read before are returned
+// first, then an error matching ErrConnectionLost (libsrt reports a clean
+// close by the peer and a broken link alike: SRT error 2001); after Close it
+// matches ErrClosed. A reader that falls more than 1024 messages behind loses
+// the oldest ones (see Stats.PktRecvDrop).
 func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (int, error) {
 	if len(buf) == 0 {
 		return 0, errors.New("srt read: empty buffer")
@@ -296,39 +310,28 @@ func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, fmt.Errorf("srt read: %w", err)
 		}
-		c.opMu.RLock()
-		if c.closed {
-			c.opMu.RUnlock()
+		if c.closing.Load() {
 			return 0, fmt.Errorf("srt read: %w", ErrClosed)
 		}
-		enter()
-		n := int(C.tsrt_recv(c.sock, (*C.char)(unsafe.Pointer(&buf[0])), C.int(len(buf))))
-		leave()
-		c.opMu.RUnlock()
-		if n >= 0 {
-			if c.ent.poked.Swap(false) {
-				c.p.pokeHits.Add(1)
+		n, code, ok := c.rx.pop(buf)
+		if ok {
+			if code == codeInvalMsgAPI {
+				e := errCode("read", code)
+				e.Text = fmt.Sprintf("buffer of %d bytes is shorter than the message of %d bytes (use ReadBufferSize); the message stays queued", len(buf), n)
+				return 0, e
 			}
 			return n, nil
 		}
-		if code := -n; code != codeAsyncRcv {
-			e := errCode("read", code)
-			if code == codeInvalMsgAPI {
-				// libsrt's answer to a buffer shorter than the message.
-				e.Text = fmt.Sprintf("buffer of %d bytes is shorter than the message (use ReadBufferSize); the message stays queued (libsrt: %s)", len(buf), e.Text)
-			}
-			return 0, e
+		if code != 0 {
+			return 0, errCode("read", code)
 		}
-		c.ent.poked.Store(false)
-		c.ent.parked.Add(1)
+		// pop registered us as waiting: the poller sends a token on
+		// rx.wake with the next message or error.
 		select {
-		case <-c.ent.rd:
-			c.ent.parked.Add(-1)
+		case <-c.rx.wake:
 		case <-ctx.Done():
-			c.ent.parked.Add(-1)
 			return 0, fmt.Errorf("srt read: %w", ctx.Err())
 		case <-c.done:
-			c.ent.parked.Add(-1)
 			return 0, fmt.Errorf("srt read: %w", ErrClosed)
 		}
 	}
@@ -372,6 +375,7 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 // ReadMessage at once. The last stats sample stays available.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closing.Store(true)
 		close(c.done)
 		c.sampleStats() // final sample while the socket still exists
 		c.opMu.Lock()
@@ -379,6 +383,7 @@ func (c *Conn) Close() error {
 		c.p.remove(c.sock)
 		closeSock(c.sock)
 		c.opMu.Unlock()
+		c.rx.reset()
 		release()
 	})
 	return nil

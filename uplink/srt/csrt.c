@@ -259,13 +259,6 @@ void tsrt_strerror(int code, char* out, int cap) {
 
 // ---- data ----
 
-int tsrt_recv(SRTSOCKET s, char* buf, int len) {
-	int r = srt_recvmsg2(s, buf, len, NULL);
-	if (r == -1)
-		return neg_err();
-	return r;
-}
-
 int tsrt_send(SRTSOCKET s, const char* buf, int len) {
 	int r = srt_sendmsg2(s, buf, len, NULL);
 	if (r == -1)
@@ -319,4 +312,56 @@ int tsrt_epoll_wait(int eid, SRT_EPOLL_EVENT* evs, int n, int64_t ms) {
 
 int tsrt_epoll_release(int eid) {
 	return srt_epoll_release(eid);
+}
+
+// ---- batched receive ----
+
+// ready_bits returns libsrt's current IN/ERR state of s (SRTO_EVENT), or
+// -1 if it cannot tell. Unlike a failing srt_recvmsg2 it throws no C++
+// exception inside libsrt and does not wake the socket's TsbPd thread.
+static int ready_bits(SRTSOCKET s) {
+	int32_t ev = 0;
+	int len = (int)sizeof(ev);
+	if (srt_getsockflag(s, SRTO_EVENT, &ev, &len) == -1)
+		return -1;
+	return (int)ev & (SRT_EPOLL_IN | SRT_EPOLL_ERR);
+}
+
+int tsrt_drain_socks(tsrt_drain* d, int n, char* buf, int cap, int* lens, int maxmsgs, int check) {
+	int off = 0, m = 0;
+	for (int i = 0; i < n; i++) {
+		tsrt_drain* r = &d[i];
+		r->nmsg = 0;
+		r->stop = 0;
+		if (check && ready_bits(r->sock) == 0)
+			continue;
+		for (;;) {
+			if (cap - off < TSRT_MSG_MAX || m >= maxmsgs) {
+				r->stop = TSRT_DRAIN_FULL;
+				return i + 1;
+			}
+			int k = srt_recvmsg2(r->sock, buf + off, cap - off, NULL);
+			if (k == -1) {
+				int code = srt_getlasterror(NULL);
+				if (code != SRT_EASYNCRCV)
+					r->stop = code > 0 ? code : -1;
+				break;
+			}
+			if (k <= 0)
+				break;
+			lens[m++] = k;
+			off += k;
+			r->nmsg++;
+			// A read that took the last ready message has already cleared
+			// libsrt's IN and told the TsbPd thread to schedule the next
+			// one, so the next message raises a fresh edge. Asking here
+			// instead of reading until SRT_EASYNCRCV saves that failing
+			// read: a C++ exception and a second TsbPd wake-up per drain.
+			// A broken socket reports ERR (not IN) while data is still
+			// readable: keep reading until the error.
+			if (ready_bits(r->sock) == 0)
+				break;
+		}
+	}
+	return n;
 }

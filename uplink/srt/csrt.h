@@ -2,8 +2,9 @@
 //
 // Every helper that can fail reads libsrt's last error inside the same C call
 // (libsrt keeps the last error per OS thread, and a later cgo call may run on
-// another thread). Setup paths fill a tsrt_err; hot paths (send/recv/stats)
-// return the negated SRT error code instead, so they need no out-parameter.
+// another thread). Setup paths fill a tsrt_err; hot paths (send/stats)
+// return the negated SRT error code instead, so they need no out-parameter,
+// and the receive drain reports a code per socket.
 
 #ifndef TANDEM_CSRT_H
 #define TANDEM_CSRT_H
@@ -46,7 +47,6 @@ void tsrt_rejectstr(int reason, char* out, int cap);
 void tsrt_strerror(int code, char* out, int cap);
 
 // Hot paths: return >= 0 on success, -code on failure (-1 if unknown).
-int tsrt_recv(SRTSOCKET s, char* buf, int len);
 int tsrt_send(SRTSOCKET s, const char* buf, int len);
 int tsrt_bstats(SRTSOCKET s, SRT_TRACEBSTATS* out);
 
@@ -56,5 +56,27 @@ int tsrt_epoll_update(int eid, SRTSOCKET s, int events, tsrt_err* e);
 int tsrt_epoll_remove(int eid, SRTSOCKET s);
 int tsrt_epoll_wait(int eid, SRT_EPOLL_EVENT* evs, int n, int64_t ms);
 int tsrt_epoll_release(int eid);
+
+// ---- batched receive (the poller's drain) ----
+
+// A message is at most one live-mode payload; 1500 holds any of them.
+#define TSRT_MSG_MAX 1500
+// tsrt_drain.stop when buf or lens filled up before the socket was drained.
+#define TSRT_DRAIN_FULL (-2)
+
+typedef struct {
+	SRTSOCKET sock; // in
+	int nmsg;       // out: messages appended for this socket
+	int stop;       // out: 0 = nothing more ready, TSRT_DRAIN_FULL, else the
+	                //      SRT error code that ended the drain (-1 = unknown)
+} tsrt_drain;
+
+// tsrt_drain_socks reads every message that is ready on each socket of
+// d[0..n) into buf (cap bytes, packed one after another) and their lengths
+// into lens (at most maxmsgs), in order of d. check != 0 asks libsrt whether
+// anything is ready before the first read of a socket. Returns how many
+// entries of d it went through; the last one may have stop ==
+// TSRT_DRAIN_FULL.
+int tsrt_drain_socks(tsrt_drain* d, int n, char* buf, int cap, int* lens, int maxmsgs, int check);
 
 #endif

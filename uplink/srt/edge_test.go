@@ -8,11 +8,12 @@ import (
 	"time"
 )
 
-// TestNoLostEdges runs without the poller's safety net: a reader parked on
-// an edge-triggered subscription only wakes on a real srt_epoll event. Many
-// connections, bursty writers and slow readers (so several messages pile
-// up, are partly read, and more arrive meanwhile). If libsrt ever failed to
-// report new data edge-triggered, a reader would hang on its last message.
+// TestNoLostEdges runs without the poller's safety net: a connection is only
+// drained when a real srt_epoll event reports it. Many connections, bursty
+// writers and slow readers (so several messages pile up in the queues, are
+// partly read, and more arrive meanwhile). If libsrt ever failed to report
+// new data edge-triggered, or the drain left a ready message behind, a
+// reader would hang on its last message.
 func TestNoLostEdges(t *testing.T) {
 	safetyNet.Store(false)
 	defer safetyNet.Store(true)

@@ -32,7 +32,8 @@ const ReadBufferSize = 1500
 // each held an OS thread inside C and the process grew 160 Go threads. A
 // goroutine waiting at the gate parks on a channel and holds no thread, so
 // the threads the Go side can have in libsrt are bounded by the gate size.
-// Exempt: the poller's srt_epoll_uwait (its own thread), calls made from
+// Exempt: the poller's srt_epoll_uwait and its drains (one goroutine, so
+// one thread at most), calls made from
 // libsrt's callbacks (they run on libsrt's threads; making them wait for a
 // slot could deadlock against a slot holder waiting on the lock the
 // callback's thread holds), srt_cleanup.

@@ -179,7 +179,7 @@ func Listen(addr string, cfg ListenConfig) (*Listener, error) {
 	if r == -1 {
 		return fail(errFrom("listen", &e))
 	}
-	if l.ent, err = p.add(s, evIn|evErr); err != nil {
+	if l.ent, err = p.add(s, evIn|evErr, nil); err != nil {
 		return fail(err)
 	}
 	var a C.tsrt_addr
@@ -247,13 +247,14 @@ func (l *Listener) wrap(ns C.SRTSOCKET, peer *C.tsrt_addr) (*Conn, error) {
 	if n > 0 {
 		sid = C.GoStringN(&buf[0], n)
 	}
-	ent, err := p.add(ns, evIn|evErr)
-	if err != nil {
+	c := newConn(ns, p, sid, fromC(peer))
+	if _, err := p.add(ns, evIn|evErr, c); err != nil {
 		closeSock(ns)
 		release()
 		return nil, fmt.Errorf("srt accept: %w", err)
 	}
-	return newConn(ns, p, ent, sid, fromC(peer)), nil
+	p.drainNow(c)
+	return c, nil
 }
 
 // Close stops listening. Connections already accepted stay open;

@@ -14,7 +14,7 @@ type Stats struct {
 	PktSent, PktRecv, BytesSent, BytesRecv    int64
 	PktSendLoss, PktRecvLoss                  int64 // totals
 	PktRetrans                                int64 // pktRetransTotal
-	PktSendDrop, PktRecvDrop                  int64
+	PktSendDrop, PktRecvDrop                  int64 // PktRecvDrop includes messages a slow reader lost (see ReadMessage)
 	PktRecvACK, PktSentACK                    int64 // pktRecvACKTotal / pktSentACKTotal
 	SendRateMbps, RecvRateMbps, BandwidthMbps float64
 	SendBufMs                                 int // msSndBuf: unacknowledged span in the send buffer
@@ -66,7 +66,7 @@ func (c *Conn) sampleStats() (Stats, bool) {
 		PktRecvLoss:   int64(perf.pktRcvLossTotal),
 		PktRetrans:    int64(perf.pktRetransTotal),
 		PktSendDrop:   int64(perf.pktSndDropTotal),
-		PktRecvDrop:   int64(perf.pktRcvDropTotal),
+		PktRecvDrop:   int64(perf.pktRcvDropTotal) + c.rx.dropped(),
 		PktRecvACK:    int64(perf.pktRecvACKTotal),
 		PktSentACK:    int64(perf.pktSentACKTotal),
 		SendRateMbps:  float64(perf.mbpsSendRate),
