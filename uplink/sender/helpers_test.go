@@ -14,43 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/e2e"
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
 	"tandem/uplink/sender"
 )
-
-// need skips a test whose peer program is missing, except under CI where a
-// missing peer is a failure.
-func need(t testing.TB, prog string) string {
-	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (scripts/deps.sh installs it): %v", prog, err)
-		}
-		t.Skipf("needs %s in PATH (run make deps)", prog)
-	}
-	return p
-}
-
-type logWriter struct {
-	t  testing.TB
-	mu sync.Mutex
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // testLogger logs to the test log with TANDEM_TEST_LOG set.
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("TANDEM_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
-	return slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(e2e.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 var stereo48k = media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
@@ -65,7 +40,7 @@ var (
 // 128 kb/s, encoded once per test run by ffmpeg.
 func tone(t testing.TB) [][]byte {
 	t.Helper()
-	ffmpeg := need(t, "ffmpeg")
+	ffmpeg := e2e.Need(t, "ffmpeg")
 	toneOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "tandem-sender-tone-")
 		if err != nil {
@@ -168,17 +143,6 @@ func (e *events) String() string {
 		fmt.Fprintf(&b, "\n  %s %s", ev.Time.Format("15:04:05.000"), ev)
 	}
 	return b.String()
-}
-
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return cond()
 }
 
 // run starts s.Run and stops it (checking it returns nil, promptly) at

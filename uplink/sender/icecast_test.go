@@ -34,7 +34,7 @@ func TestIcecast(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go feed(ctx, frames, 0, s)
-	if !waitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
+	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
 		t.Fatalf("not connected: %+v%s", s.Stats(), ev.String())
 	}
 	if d := ev.after(sender.EventConnected, time.Time{})[0].Detail; !strings.Contains(d, "PUT /tone.aac") {
@@ -44,7 +44,7 @@ func TestIcecast(t *testing.T) {
 	// Listen on the mount: Icecast relays the source's bytes, so the
 	// listener's frames are the tone's frames, in order.
 	var resp *http.Response
-	if !waitFor(5*time.Second, func() bool {
+	if !e2e.WaitFor(5*time.Second, func() bool {
 		r, err := http.Get("http://" + addr + "/tone.aac")
 		if err != nil {
 			return false
@@ -107,7 +107,7 @@ func TestIcecast(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, b)
-	if !waitFor(5*time.Second, func() bool { return bad.count(sender.EventConnectFailed) >= 2 }) {
+	if !e2e.WaitFor(5*time.Second, func() bool { return bad.count(sender.EventConnectFailed) >= 2 }) {
 		t.Fatalf("wrong password: want repeated connect-failed events:%s", bad.String())
 	}
 	e := bad.after(sender.EventConnectFailed, time.Time{})[0]

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/e2e"
 	"tandem/scripts/netlab"
 	"tandem/uplink/sender"
 	"tandem/uplink/srt"
@@ -176,7 +177,7 @@ func stallCycles(t testing.TB, lab *netlab.Lab, s *sender.Sender, ev *events, n 
 		}
 		cutAt := time.Now()
 		var stall sender.Event
-		if !waitFor(3*time.Second, func() bool {
+		if !e2e.WaitFor(3*time.Second, func() bool {
 			e := ev.after(sender.EventStall, cutAt)
 			if len(e) > 0 {
 				stall = e[0]
@@ -196,7 +197,7 @@ func stallCycles(t testing.TB, lab *netlab.Lab, s *sender.Sender, ev *events, n 
 		if err := lab.Restore("a"); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(5*time.Second, func() bool { return len(ev.after(sender.EventConnected, restoreAt)) > 0 }) {
+		if !e2e.WaitFor(5*time.Second, func() bool { return len(ev.after(sender.EventConnected, restoreAt)) > 0 }) {
 			t.Fatalf("cycle %d: not connected again within 5 s of the restore: %+v%s", cycle, s.Stats(), ev.String())
 		}
 		r := ev.after(sender.EventConnected, restoreAt)[0].Time.Sub(restoreAt)
@@ -256,7 +257,7 @@ func TestAckStallToSwitcherInLab(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go feed(ctx, frames, 0, senders...)
-	if !waitFor(10*time.Second, func() bool {
+	if !e2e.WaitFor(10*time.Second, func() bool {
 		st, err := status()
 		return err == nil && st.State == "online" && st.Mode == "aligned" && len(st.Inputs) == 2
 	}) {
@@ -270,7 +271,7 @@ func TestAckStallToSwitcherInLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	cutAt := time.Now()
-	if !waitFor(3*time.Second, func() bool { return len(ev[0].after(sender.EventStall, cutAt)) > 0 }) {
+	if !e2e.WaitFor(3*time.Second, func() bool { return len(ev[0].after(sender.EventStall, cutAt)) > 0 }) {
 		t.Fatalf("no stall:%s", ev[0].String())
 	}
 	det := ev[0].after(sender.EventStall, cutAt)[0].Time.Sub(cutAt)
@@ -282,7 +283,7 @@ func TestAckStallToSwitcherInLab(t *testing.T) {
 	// The primary is back when the switcher lists a primary input that
 	// receives frames from a connection made after the restore.
 	var back time.Duration
-	if !waitFor(25*time.Second, func() bool {
+	if !e2e.WaitFor(25*time.Second, func() bool {
 		st, err := status()
 		if err != nil {
 			return false

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/e2e"
 	"tandem/uplink/media"
 	"tandem/uplink/mpegts"
 	"tandem/uplink/sender"
@@ -136,7 +137,7 @@ func TestQueueWhileDisconnected(t *testing.T) {
 		got <- pts
 	}()
 	run(t, s)
-	if !waitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
+	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
 		t.Fatalf("not connected: %+v%s", s.Stats(), ev.String())
 	}
 	for i := range 3 {
@@ -155,7 +156,7 @@ func TestQueueWhileDisconnected(t *testing.T) {
 		t.Errorf("no dropped event for the 10 stale frames:%s", ev.String())
 	}
 	// The overflow is reported within a second or so.
-	if !waitFor(2*time.Second, func() bool {
+	if !e2e.WaitFor(2*time.Second, func() bool {
 		for _, e := range ev.after(sender.EventDropped, start) {
 			if e.Count == 15 && strings.Contains(e.Detail, "full queue") {
 				return true
@@ -190,7 +191,7 @@ func TestUnreachableDest(t *testing.T) {
 				t.Fatal(err)
 			}
 			run(t, s)
-			if !waitFor(5*time.Second, func() bool { return ev.count(sender.EventConnectFailed) >= 3 }) {
+			if !e2e.WaitFor(5*time.Second, func() bool { return ev.count(sender.EventConnectFailed) >= 3 }) {
 				t.Fatalf("want 3 connect-failed events (retries):%s", ev.String())
 			}
 			first := ev.after(sender.EventConnectFailed, time.Time{})[0]
@@ -297,7 +298,7 @@ func TestTelemetryAndStreamID(t *testing.T) {
 				t.Fatal(err)
 			}
 			run(t, s)
-			if !waitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
+			if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
 				t.Fatalf("not connected: %+v", s.Stats())
 			}
 			fctx, fcancel := context.WithCancel(ctx)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/e2e"
 	"tandem/uplink/adts"
 	"tandem/uplink/sender"
 	"tandem/uplink/streamid"
@@ -128,7 +129,7 @@ func TestSwitcherAligned(t *testing.T) {
 	}()
 
 	var st apiStream
-	if !waitFor(10*time.Second, func() bool {
+	if !e2e.WaitFor(10*time.Second, func() bool {
 		var err error
 		st, err = streamStatus(base, "live/tone")
 		return err == nil && st.State == "online" && len(st.Inputs) == 2 && st.Mode == "aligned"
@@ -153,7 +154,7 @@ func TestSwitcherAligned(t *testing.T) {
 		}
 	}
 
-	if !waitFor(3*time.Second, func() bool {
+	if !e2e.WaitFor(3*time.Second, func() bool {
 		st, err = streamStatus(base, "live/tone")
 		if err != nil || len(st.Inputs) != 2 {
 			return false

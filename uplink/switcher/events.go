@@ -56,7 +56,6 @@ func (s *Server) startEvents(ctx context.Context) error {
 
 // emit queues an event for the log; it never blocks a stream.
 func (s *Server) emit(e Event) {
-	s.recent.add(e)
 	s.emitMu.RLock()
 	defer s.emitMu.RUnlock()
 	if s.eventsClosed {

@@ -31,7 +31,8 @@ func ffmpegPublisher(t *testing.T, addr, streamID string, freq int) *exec.Cmd {
 	return toneSource(t, fmt.Sprintf("srt://%s?streamid=%s&latency=120000", addr, streamID), freq, "mpegts")
 }
 
-// dominant returns, per 10 ms block, whether a is stronger than b.
+// toneShare counts the 10 ms blocks where tone a, or tone b, is ten times
+// stronger than the other.
 func toneShare(pcm []float64, a, b float64) (aBlocks, bBlocks int) {
 	n := 480
 	for blk := 0; (blk+1)*n <= len(pcm); blk++ {

@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"tandem/scripts/e2e"
 	"testing"
+	"time"
 
 	"tandem/uplink/switcher"
 	"tandem/uplink/testpub"
@@ -101,4 +103,32 @@ func toneSource(t *testing.T, url string, freq int, format ...string) *exec.Cmd 
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return cmd
+}
+
+// hearHandover listens to url, kills the primary publisher two seconds in,
+// and checks the listener stayed connected and heard the primary's 440 Hz
+// tone, then the fallback's 660 Hz, decoding cleanly throughout.
+func hearHandover(t *testing.T, url string, primary *exec.Cmd) {
+	t.Helper()
+	l := e2e.Listen(t, url, nil)
+	time.Sleep(2 * time.Second)
+	primary.Process.Signal(syscall.SIGKILL)
+	time.Sleep(4 * time.Second)
+	frames, _, err := l.Stop()
+	if err != nil {
+		t.Fatalf("listener dropped: %v", err)
+	}
+	var all []byte
+	for _, f := range frames {
+		all = append(all, f...)
+	}
+	pcm, err := testpub.DecodeToMono(context.Background(), e2e.Need(t, "ffmpeg"), all, 48000)
+	if err != nil {
+		t.Fatalf("output across the failover does not decode cleanly: %v", err)
+	}
+	a, b := toneShare(pcm, 440, 660)
+	t.Logf("output: %d blocks of the primary's tone, %d of the fallback's", a, b)
+	if a < 150 || b < 250 {
+		t.Errorf("want the primary's tone, then the fallback's: %d / %d", a, b)
+	}
 }

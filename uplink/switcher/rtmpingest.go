@@ -31,14 +31,8 @@ func (s *Server) startRTMP(ctx context.Context) error {
 			if key != "" {
 				sid += ",k=" + key
 			}
-			if _, err := s.authorize(sid, peer); err != nil {
-				var rej interface{ Error() string }
-				if errors.As(err, &rej) {
-					return errors.New(rej.Error())
-				}
-				return err
-			}
-			return nil
+			_, err := s.authorize(sid, peer)
+			return err
 		},
 		OnPublish: func(p *rtmp.Publisher) (rtmp.Sink, error) { return s.rtmpPublish(ctx, p) },
 		Logger:    s.log.With("component", "rtmp"),

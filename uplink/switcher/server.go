@@ -34,9 +34,6 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 
-	// recent keeps the last events in memory for the API's stream status;
-	// the event log keeps them all.
-	recent   eventRing
 	eventLog *eventlog.Log
 	notifier *notify.Notifier
 	eventq   chan Event
@@ -66,7 +63,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, streams: map[string]*stream{}, recent: eventRing{max: 500}, eventq: make(chan Event, 4096)}, nil
+	return &Server{cfg: cfg, log: log, streams: map[string]*stream{}, eventq: make(chan Event, 4096)}, nil
 }
 
 // Start opens the SRT and HTTP listeners and serves until ctx ends or
@@ -217,39 +214,37 @@ func (s *Server) acceptSRT(ctx context.Context) {
 
 // attach hands an input to its stream, creating the stream if needed.
 func (s *Server) attach(ctx context.Context, in *input) (*stream, error) {
-	for {
-		s.mu.Lock()
-		st := s.streams[in.id.Stream()]
-		if st == nil {
-			st = newStream(s, in.id.Stream())
-			s.streams[st.name] = st
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				st.run(s.ctx)
-			}()
-		}
-		st.attached++
-		s.mu.Unlock()
+	s.mu.Lock()
+	st := s.streams[in.id.Stream()]
+	if st == nil {
+		st = newStream(s, in.id.Stream())
+		s.streams[st.name] = st
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			st.run(s.ctx)
+		}()
+	}
+	st.attached++
+	s.mu.Unlock()
 
-		reply := make(chan error, 1)
-		select {
-		case st.inbox <- message{kind: msgAttach, in: in, reply: reply}:
-		case <-ctx.Done():
+	reply := make(chan error, 1)
+	select {
+	case st.inbox <- message{kind: msgAttach, in: in, reply: reply}:
+	case <-ctx.Done():
+		s.detached(st)
+		return nil, ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		if err != nil {
 			s.detached(st)
-			return nil, ctx.Err()
+			return nil, err
 		}
-		select {
-		case err := <-reply:
-			if err != nil {
-				s.detached(st)
-				return nil, err
-			}
-			return st, nil
-		case <-ctx.Done():
-			s.detached(st)
-			return nil, ctx.Err()
-		}
+		return st, nil
+	case <-ctx.Done():
+		s.detached(st)
+		return nil, ctx.Err()
 	}
 }
 

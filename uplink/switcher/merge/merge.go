@@ -307,9 +307,8 @@ type Merge struct {
 	betterFrom time.Time // best policy: since when the other input leads
 
 	online    bool
-	next      int64     // next output index to emit
-	zero      time.Time // wall time of output index 0 (lower envelope of arrivals)
-	hasZero   bool
+	next      int64         // next output index to emit
+	zero      time.Time     // wall time of output index 0 (lower envelope of arrivals)
 	winMin    time.Duration // lowest lateness seen in the current drift window
 	winStart  time.Time
 	lastFrame time.Time     // last time any input delivered a frame
@@ -505,11 +504,9 @@ func (m *Merge) decide(now time.Time) {
 	o := a.Other()
 	ha, ho := hs[a], hs[o]
 	if !m.in[o].present {
-		if m.in[a].present || !m.in[o].present && !m.in[a].present {
-			return
-		}
+		return // nothing to switch to
 	}
-	if !m.in[a].present && m.in[o].present {
+	if !m.in[a].present {
 		m.switchTo(now, o, fmt.Sprintf("%s %s", a, ha.Reason))
 		return
 	}
@@ -777,7 +774,6 @@ func (m *Merge) goOnline(now time.Time, r Role, idx int64) {
 	// The output timeline continues where it stopped: the first frame due
 	// is m.next, and it is due now + Hold.
 	m.zero = now.Add(-m.sinceZero(m.next))
-	m.hasZero = true
 	// Until the inputs' jitter is known, wait longer: a publisher that
 	// packs several frames per PES would otherwise lose its first bursts.
 	// The first jitter window narrows the hold to what was measured.
