@@ -220,7 +220,7 @@ func (s *stream) handle(m message) {
 			for i, l := range r.Levels {
 				rms[i] = l.RMSDBFS
 			}
-			in.monitor.Levels(now, rms)
+			in.monitor.Levels(now, rms, time.Duration(r.SilentMs)*time.Millisecond)
 		}
 	case msgDetach:
 		if s.slots[in.role] != in {

@@ -216,6 +216,11 @@ type Input struct {
 	hasLevels   bool
 	silent      bool
 	silentSince time.Time
+	// quietAt is the last report that was silent; quietEnd the last that
+	// was not (sound: a back-dated silence cannot begin before it).
+	quietAt     time.Time
+	quietEnd    time.Time
+	hasQuietEnd bool
 	imbalanced  bool
 	imbSince    time.Time
 	imbDB       float64
@@ -228,6 +233,7 @@ type Input struct {
 	blackSince  time.Time
 
 	evaluated bool
+	lastEval  time.Time
 	last      Health
 	lastKeys  []string
 }
@@ -264,6 +270,7 @@ func (in *Input) reset() {
 	in.bytes = 0
 	in.srt = in.srt[:0]
 	in.hasLevels, in.silent, in.imbalanced = false, false, false
+	in.quietAt, in.hasQuietEnd = time.Time{}, false
 	in.hasVideo, in.frozen, in.black = false, false, false
 }
 
@@ -340,18 +347,24 @@ func (in *Input) pruneSRT(now time.Time) {
 	}
 }
 
-// Levels records each channel's RMS level in dBFS over the last
-// measurement interval (from the appliance's telemetry or a decoder).
-// -Inf and NaN count as silence.
-func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
+// Levels records each channel's RMS level in dBFS over a measurement
+// interval ending at at (from the appliance's telemetry or a decoder;
+// at may lie before the evaluations already made: a decoder reports its
+// blocks late, dated by when their audio arrived). -Inf and NaN count as
+// silence. silentFor, when the source measures silence itself (the
+// appliance's telemetry does), is how long every channel had been silent
+// by at: a silence that begins with this report is dated at-silentFor,
+// so a report sent once a second does not delay the detection by up to
+// a second. Reports must come in order of at.
+func (in *Input) Levels(at time.Time, rmsDBFS []float64, silentFor time.Duration) {
 	if len(rmsDBFS) == 0 {
 		return
 	}
-	if in.hasLevels && now.Sub(in.levelsAt) > in.th.Stale {
+	if in.hasLevels && at.Sub(in.levelsAt) > in.th.Stale {
 		// The reports stopped for a while: durations start again.
 		in.silent, in.imbalanced = false, false
 	}
-	in.hasLevels, in.levelsAt = true, now
+	in.hasLevels, in.levelsAt = true, at
 	lv := make([]float64, len(rmsDBFS))
 	for i, v := range rmsDBFS {
 		if math.IsNaN(v) || v < levelFloor {
@@ -366,10 +379,20 @@ func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
 		}
 	}
 	if allSilent {
+		in.quietAt = at
 		if !in.silent {
-			in.silent, in.silentSince = true, now
+			onset := at
+			if silentFor > 0 {
+				onset = at.Add(-silentFor)
+				if in.hasQuietEnd && onset.Before(in.quietEnd) {
+					// Never before the sound this input last reported.
+					onset = in.quietEnd
+				}
+			}
+			in.silent, in.silentSince = true, onset
 		}
 	} else {
+		in.quietEnd, in.hasQuietEnd = at, true
 		in.silent = false
 	}
 	imb := false
@@ -382,7 +405,7 @@ func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
 	}
 	if imb {
 		if !in.imbalanced {
-			in.imbalanced, in.imbSince = true, now
+			in.imbalanced, in.imbSince = true, at
 		}
 	} else {
 		in.imbalanced = false
@@ -447,7 +470,48 @@ func (in *Input) Evaluate(now time.Time) (Health, bool) {
 	}
 	changed := !in.evaluated || state != in.last.State || !slices.Equal(keys, in.lastKeys)
 	in.evaluated, in.last, in.lastKeys = true, h, keys
+	if now.After(in.lastEval) {
+		in.lastEval = now
+	}
 	return h, changed
+}
+
+// NextDeadline is when a signal that is pending (frames stopped, a
+// silence begun, ...) would cross its threshold if nothing more were
+// observed, and false when none is pending past the last Evaluate. The
+// owner evaluates again at that moment instead of waiting for its next
+// periodic tick, so a threshold is acted on when it is crossed.
+func (in *Input) NextDeadline() (time.Time, bool) {
+	if !in.connected {
+		return time.Time{}, false
+	}
+	var next time.Time
+	consider := func(on bool, t time.Time) {
+		if on && t.After(in.lastEval) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	th := in.th
+	ref := in.connectedAt
+	if in.hasFrame {
+		ref = in.lastFrame
+	}
+	consider(th.Stall > 0, ref.Add(th.Stall))
+	if in.hasLevels {
+		consider(th.SilenceFor > 0 && in.silent, in.silentSince.Add(th.SilenceFor))
+		consider(th.ImbalanceDB > 0 && th.ImbalanceFor > 0 && in.imbalanced, in.imbSince.Add(th.ImbalanceFor))
+	}
+	if in.hasVideo {
+		consider(th.FrozenVideoFor > 0 && in.frozen, in.frozenSince.Add(th.FrozenVideoFor))
+		consider(th.BlackVideoFor > 0 && in.black, in.blackSince.Add(th.BlackVideoFor))
+	}
+	return next, !next.IsZero()
+}
+
+// SilentSince is when the current silence began as the reports date it,
+// and false while the input is not silent.
+func (in *Input) SilentSince() (time.Time, bool) {
+	return in.silentSince, in.connected && in.hasLevels && in.silent
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
@@ -481,8 +545,14 @@ func (in *Input) findings(now time.Time) []finding {
 	}
 
 	// Bitrate against the input's own baseline; a stall says it better.
+	// AAC encoders spend few bits on silence, so a second that held any
+	// silence says nothing about the transport: the silence signal, with
+	// its own threshold, judges it (else a 1 s silence would fail over
+	// as a bitrate drop before silence_for).
 	in.roll(now)
-	if th.BitrateDropPercent > 0 && !stalled && in.hasFrame && in.completed >= int64(BaselineMinHistory/time.Second) && len(in.hist) > 0 {
+	lastSecond := in.epoch.Add(time.Duration(in.bucket-1) * time.Second)
+	quiet := in.hasLevels && (in.silent || !in.quietAt.Before(lastSecond))
+	if th.BitrateDropPercent > 0 && !stalled && !quiet && in.hasFrame && in.completed >= int64(BaselineMinHistory/time.Second) && len(in.hist) > 0 {
 		base := median(in.hist)
 		cur := in.hist[len(in.hist)-1]
 		limit := float64(base) * (100 - th.BitrateDropPercent) / 100
