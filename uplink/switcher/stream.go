@@ -157,13 +157,19 @@ func (s *stream) run(ctx context.Context) {
 	defer healthTick.Stop()
 	defer s.closeOutput()
 	for {
+		// Wake for the merge's next frame, or for the moment an input's
+		// pending signal crosses its threshold, whichever comes first.
+		wake := time.Now().Add(time.Hour)
 		if s.merge != nil {
 			if dl, ok := s.merge.NextDeadline(); ok {
-				timer.Reset(time.Until(dl))
-			} else {
-				timer.Reset(time.Hour)
+				wake = dl
 			}
 		}
+		healthDue, hasHealthDue := s.nextHealthDeadline()
+		if hasHealthDue && healthDue.Before(wake) {
+			wake = healthDue
+		}
+		timer.Reset(time.Until(wake))
 		select {
 		case <-ctx.Done():
 			return
@@ -182,7 +188,10 @@ func (s *stream) run(ctx context.Context) {
 		case reply := <-s.status:
 			reply <- s.snapshot()
 			continue
-		case <-timer.C:
+		case now := <-timer.C:
+			if hasHealthDue && !now.Before(healthDue) {
+				s.judgeHealth(now)
+			}
 		case now := <-healthTick.C:
 			s.judgeHealth(now)
 		}
@@ -477,6 +486,21 @@ func (s *stream) audioConfig() media.AudioConfig {
 
 // healthInterval is how often inputs' health is evaluated.
 const healthInterval = 50 * time.Millisecond
+
+// nextHealthDeadline is the earliest moment an input's pending signal
+// crosses its threshold.
+func (s *stream) nextHealthDeadline() (time.Time, bool) {
+	var next time.Time
+	for _, in := range s.slots {
+		if in == nil || in.monitor == nil || in.refused != "" {
+			continue
+		}
+		if d, ok := in.monitor.NextDeadline(); ok && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	return next, !next.IsZero()
+}
 
 // judgeHealth feeds each input's monitor its SRT statistics (once a
 // second) and hands changes of health to the merge's policy.
