@@ -103,7 +103,10 @@ func benchPairs(b *testing.B, pairs int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sw)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(), "TANDEM_SWITCHER_RTMP_ADDR=")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(), "TANDEM_SWITCHER_RTMP_ADDR=",
+		// The generator stands in for appliances, which send in-band
+		// levels: it sends none, so do not decode 2N inputs instead.
+		"TANDEM_SWITCHER_LEVEL_DECODER=")
 	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
 		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
 	}

@@ -68,6 +68,11 @@ type Config struct {
 	// ListenerBurst is how many frames a new listener gets at once, so a
 	// player starts without waiting to fill its buffer.
 	ListenerBurst int `json:"listener_burst"`
+	// LevelDecoder is the ffmpeg binary (a path, or a name looked up in
+	// PATH) that decodes the audio of inputs without in-band telemetry,
+	// so their silence and channel imbalance are judged too; one process
+	// per such input. Empty turns decoding off.
+	LevelDecoder string `json:"level_decoder"`
 }
 
 // Webhook is one notification receiver.
@@ -119,6 +124,7 @@ func DefaultConfig() Config {
 		StateDir:       "/var/lib/tandem-switcher",
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
+		LevelDecoder:   "ffmpeg",
 	}
 }
 
@@ -267,6 +273,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.StateDir = v
 		case "debug_addr":
 			c.DebugAddr = v
+		case "level_decoder":
+			c.LevelDecoder = v
 		case "latency":
 			err = c.Latency.parse(v)
 		case "playout_delay":

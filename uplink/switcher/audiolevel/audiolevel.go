@@ -95,8 +95,8 @@ func LookPath(ffmpeg string) (string, error) {
 
 // Block is one measured span of audio.
 type Block struct {
-	// At is when the block's first sample arrived at the switcher (the
-	// arrival of its frame plus its offset in the frame).
+	// At is when the block's first sample arrived at the switcher: its
+	// media time on the input's earliest arrivals (see mediaClock).
 	At time.Time
 	// PeakDBFS and RMSDBFS are per channel; digital silence is -Inf.
 	PeakDBFS, RMSDBFS []float64
@@ -133,6 +133,7 @@ type written struct {
 // different goroutines.
 type Meter struct {
 	cfg    Config
+	clock  mediaClock // owned by Write's goroutine
 	queue  chan queued
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -163,9 +164,11 @@ func Start(cfg Config) (*Meter, error) {
 	return m, nil
 }
 
-// Write queues one raw AAC frame that arrived at at. It never blocks: a
-// frame the decoder has no room for is dropped and counted.
-func (m *Meter) Write(at time.Time, payload []byte) {
+// Write queues one raw AAC frame with its 90 kHz PTS, which arrived at
+// at. It never blocks: a frame the decoder has no room for is dropped and
+// counted. Write is called from one goroutine.
+func (m *Meter) Write(at time.Time, pts int64, payload []byte) {
+	at = m.clock.date(at, pts)
 	frame, err := adts.AppendFrame(make([]byte, 0, adts.HeaderLength+len(payload)), m.cfg.Audio, payload)
 	if err != nil {
 		m.mu.Lock()
@@ -407,6 +410,68 @@ func (m *Meter) addBlock(pos, frameSamples, inRate int64, sum, peak []float64, n
 		m.stats.LostBlocks++
 	}
 	m.blocks = append(m.blocks, b)
+}
+
+// mediaClock dates frames by their media time on the input's earliest
+// arrivals. A publisher that packs several frames per packet (ffmpeg's
+// MPEG-TS muxer bundles ~180 ms of AAC per PES) delivers most frames
+// late; dating each by its own arrival would date a silence by the burst
+// that happened to carry its start.
+type mediaClock struct {
+	has     bool
+	lastPTS int64         // last 33-bit PTS seen
+	media   time.Duration // media time of the last frame, unwrapped
+	lastAt  time.Time
+	base    time.Time // arrival of media time 0 on the lower envelope
+	// winMin is the lowest arrival-minus-media this window: if a whole
+	// window stays above base (the path got slower, or the sender's clock
+	// runs slow), base follows it.
+	winMin   time.Time
+	winStart time.Time
+}
+
+// clockWindow is how long the envelope waits before following arrivals
+// that have all become later.
+const clockWindow = 5 * time.Second
+
+// ptsWrap is the period of 33-bit MPEG timestamps.
+const ptsWrap = int64(1) << 33
+
+func (c *mediaClock) date(at time.Time, pts int64) time.Time {
+	pts &= ptsWrap - 1
+	if c.has {
+		d := (pts - c.lastPTS) & (ptsWrap - 1)
+		if d > ptsWrap/2 {
+			d -= ptsWrap // a frame earlier than the last
+		}
+		step := time.Duration(d) * time.Second / 90000
+		c.media += step
+		// A timestamp step far from the time that passed (the publisher
+		// restarted its timeline, or the path stopped for a while):
+		// start a new envelope.
+		if gap := step - at.Sub(c.lastAt); gap > 2*time.Second || gap < -2*time.Second {
+			c.has = false
+		}
+	}
+	if !c.has {
+		c.has, c.media = true, 0
+		c.base, c.winMin, c.winStart = at, at, at
+	}
+	c.lastPTS, c.lastAt = pts, at
+	cand := at.Add(-c.media)
+	if cand.Before(c.base) {
+		c.base = cand
+	}
+	if cand.Before(c.winMin) {
+		c.winMin = cand
+	}
+	if at.Sub(c.winStart) >= clockWindow {
+		if c.winMin.After(c.base) {
+			c.base = c.winMin
+		}
+		c.winMin, c.winStart = cand, at
+	}
+	return c.base.Add(c.media)
 }
 
 func dbfs(v float64) float64 {

@@ -1,4 +1,4 @@
-package audiolevel
+package audiolevel_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"tandem/scripts/e2e"
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
+	"tandem/uplink/switcher/audiolevel"
 )
 
 var stereo48 = media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
@@ -44,9 +45,9 @@ func encode(t *testing.T, expr string) [][]byte {
 }
 
 // collect takes blocks until one starts at or after until.
-func collect(t *testing.T, m *Meter, until time.Time) []Block {
+func collect(t *testing.T, m *audiolevel.Meter, until time.Time) []audiolevel.Block {
 	t.Helper()
-	var got []Block
+	var got []audiolevel.Block
 	if !e2e.WaitFor(20*time.Second, func() bool {
 		got = m.Take(got)
 		return len(got) > 0 && !got[len(got)-1].At.Before(until)
@@ -60,7 +61,7 @@ func TestLevelsDatedByArrival(t *testing.T) {
 	// Left: a loud tone for 1 s, then digital silence; right: a quiet
 	// tone throughout (-26 dBFS peak, -29 dBFS RMS).
 	frames := encode(t, "aevalsrc=if(lt(t\\,1)\\,0.5*sin(2*PI*440*t)\\,0)|0.05*sin(2*PI*440*t):s=48000:d=2")
-	m, err := Start(Config{Audio: stereo48, Queue: len(frames)})
+	m, err := audiolevel.Start(audiolevel.Config{Audio: stereo48, Queue: len(frames)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +69,17 @@ func TestLevelsDatedByArrival(t *testing.T) {
 	// Arrival times far from the wall clock: the blocks must carry them,
 	// whenever the decoder gets to the audio.
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Frames arrive in bursts of eight (as ffmpeg's MPEG-TS muxer sends
+	// them), each burst when its last frame is due: blocks are dated by
+	// media time on the earliest arrivals (t0 + media time, the bursts'
+	// last frames), not by their burst.
 	for i, f := range frames {
-		m.Write(t0.Add(time.Duration(i)*frameDur), f)
+		burstEnd := (i/8)*8 + 7
+		m.Write(t0.Add(time.Duration(burstEnd)*frameDur), int64(i)*1920, f)
 	}
 	blocks := collect(t, m, t0.Add(1900*time.Millisecond))
+	// (The first burst's frames are dated by it: the envelope is not
+	// known before its last frame.)
 	var onset time.Time
 	for _, b := range blocks {
 		if len(b.RMSDBFS) != 2 {
@@ -79,7 +87,7 @@ func TestLevelsDatedByArrival(t *testing.T) {
 		}
 		off := b.At.Sub(t0)
 		switch {
-		case off > 100*time.Millisecond && off < 900*time.Millisecond:
+		case off > 200*time.Millisecond && off < 900*time.Millisecond:
 			// 0.5 amplitude: -6 dBFS peak, -9 dBFS RMS (AAC adds a few
 			// dB of ripple to a block here and there).
 			if math.Abs(b.RMSDBFS[0]+9) > 3 || math.Abs(b.PeakDBFS[0]+6) > 4 {
@@ -90,10 +98,10 @@ func TestLevelsDatedByArrival(t *testing.T) {
 				t.Fatalf("left at %v: rms %.1f dBFS in the silence", off, b.RMSDBFS[0])
 			}
 		}
-		if off > 100*time.Millisecond && off < 1900*time.Millisecond && math.Abs(b.RMSDBFS[1]+29) > 3 {
+		if off > 200*time.Millisecond && off < 1900*time.Millisecond && math.Abs(b.RMSDBFS[1]+29) > 3 {
 			t.Fatalf("right at %v: rms %.1f dBFS, want about -29", off, b.RMSDBFS[1])
 		}
-		if onset.IsZero() && b.RMSDBFS[0] < -50 && off > 100*time.Millisecond {
+		if onset.IsZero() && b.RMSDBFS[0] < -50 && off > 200*time.Millisecond {
 			onset = b.At
 		}
 	}
@@ -112,7 +120,7 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func TestCloseStopsTheDecoder(t *testing.T) {
 	e2e.Need(t, "ffmpeg")
-	m, err := Start(Config{Audio: stereo48})
+	m, err := audiolevel.Start(audiolevel.Config{Audio: stereo48})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +139,7 @@ func TestCloseStopsTheDecoder(t *testing.T) {
 
 func TestDeadDecoderRestarts(t *testing.T) {
 	frames := encode(t, "sine=f=440:sample_rate=48000:d=2")
-	m, err := Start(Config{Audio: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 1}, RestartMin: 10 * time.Millisecond})
+	m, err := audiolevel.Start(audiolevel.Config{Audio: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 1}, RestartMin: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +149,7 @@ func TestDeadDecoderRestarts(t *testing.T) {
 		t.Fatal("decoder never started")
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	var st Stats
+	var st audiolevel.Stats
 	if !e2e.WaitFor(5*time.Second, func() bool { st = m.Stats(); return st.PID != 0 && st.PID != pid }) {
 		t.Fatalf("no new decoder after killing %d: %+v", pid, m.Stats())
 	}
@@ -150,7 +158,7 @@ func TestDeadDecoderRestarts(t *testing.T) {
 	}
 	t0 := time.Now()
 	for i, f := range frames {
-		m.Write(t0.Add(time.Duration(i)*frameDur), f)
+		m.Write(t0.Add(time.Duration(i)*frameDur), int64(i)*1920, f)
 	}
 	blocks := collect(t, m, t0.Add(time.Second))
 	if b := blocks[len(blocks)/2]; len(b.RMSDBFS) != 1 || b.RMSDBFS[0] < -25 {
@@ -164,7 +172,7 @@ func TestStuckDecoderNeverBlocksWrite(t *testing.T) {
 	if err := os.WriteFile(stuck, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Start(Config{FFmpeg: stuck, Audio: stereo48, Queue: 16})
+	m, err := audiolevel.Start(audiolevel.Config{FFmpeg: stuck, Audio: stereo48, Queue: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +181,7 @@ func TestStuckDecoderNeverBlocksWrite(t *testing.T) {
 	// 2000 frames of 400 bytes are 800 kB: far more than the queue and
 	// the pipe hold.
 	for i := 0; i < 2000; i++ {
-		m.Write(now, payload)
+		m.Write(now, int64(i)*1920, payload)
 	}
 	if st := m.Stats(); st.Dropped < 1000 {
 		t.Fatalf("stats %+v: want most frames dropped and counted", st)
@@ -186,11 +194,11 @@ func TestStuckDecoderNeverBlocksWrite(t *testing.T) {
 }
 
 func TestMissingDecoder(t *testing.T) {
-	_, err := Start(Config{FFmpeg: filepath.Join(t.TempDir(), "no-such-ffmpeg"), Audio: stereo48})
-	if !errors.Is(err, ErrNoDecoder) {
-		t.Fatalf("Start with a missing binary: %v, want ErrNoDecoder", err)
+	_, err := audiolevel.Start(audiolevel.Config{FFmpeg: filepath.Join(t.TempDir(), "no-such-ffmpeg"), Audio: stereo48})
+	if !errors.Is(err, audiolevel.ErrNoDecoder) {
+		t.Fatalf("Start with a missing binary: %v, want audiolevel.ErrNoDecoder", err)
 	}
-	if _, err := Start(Config{Audio: media.AudioConfig{Codec: media.CodecH264}}); err == nil {
+	if _, err := audiolevel.Start(audiolevel.Config{Audio: media.AudioConfig{Codec: media.CodecH264}}); err == nil {
 		t.Fatal("Start accepted a non-AAC input")
 	}
 }
