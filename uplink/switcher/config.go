@@ -95,6 +95,10 @@ type HealthConfig struct {
 	SilenceFor         Duration `json:"silence_for"`
 	ImbalanceDB        float64  `json:"imbalance_db"`
 	ImbalanceFor       Duration `json:"imbalance_for"`
+	// FrozenVideoFor and BlackVideoFor judge the picture where the
+	// appliance's telemetry reports it.
+	FrozenVideoFor Duration `json:"frozen_video_for"`
+	BlackVideoFor  Duration `json:"black_video_for"`
 }
 
 // StreamConfig is one stream's access control.
@@ -342,6 +346,7 @@ func (c Config) healthThresholds() health.Thresholds {
 		Stall: time.Duration(h.Stall), BitrateDropPercent: h.BitrateDropPercent, LossPercent: h.LossPercent,
 		RTT: time.Duration(h.RTT), SilenceDBFS: h.SilenceDBFS, SilenceFor: time.Duration(h.SilenceFor),
 		ImbalanceDB: h.ImbalanceDB, ImbalanceFor: time.Duration(h.ImbalanceFor),
+		FrozenVideoFor: time.Duration(h.FrozenVideoFor), BlackVideoFor: time.Duration(h.BlackVideoFor),
 	}
 	if th.Stall == 0 {
 		th.Stall = time.Duration(c.SpliceStall)

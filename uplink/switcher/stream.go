@@ -258,6 +258,10 @@ func (s *stream) handle(m message) {
 				rms[i] = l.RMSDBFS
 			}
 			in.monitor.Levels(now, rms, time.Duration(r.SilentMs)*time.Millisecond)
+			if v := r.Video; v != nil {
+				in.monitor.Video(now, health.VideoState{Frozen: v.FrozenMs > 0, Black: v.BlackMs > 0,
+					FrozenFor: time.Duration(v.FrozenMs) * time.Millisecond, BlackFor: time.Duration(v.BlackMs) * time.Millisecond})
+			}
 		}
 	case msgDetach:
 		s.stopLevels(in)

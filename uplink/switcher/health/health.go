@@ -231,6 +231,10 @@ type Input struct {
 	frozenSince time.Time
 	black       bool
 	blackSince  time.Time
+	// movingAt and pictureAt are the last reports of a moving, and of a
+	// non-black, picture.
+	movingAt  time.Time
+	pictureAt time.Time
 
 	evaluated bool
 	lastEval  time.Time
@@ -272,6 +276,7 @@ func (in *Input) reset() {
 	in.hasLevels, in.silent, in.imbalanced = false, false, false
 	in.quietAt, in.hasQuietEnd = time.Time{}, false
 	in.hasVideo, in.frozen, in.black = false, false, false
+	in.movingAt, in.pictureAt = time.Time{}, time.Time{}
 }
 
 // Frame records one audio frame of the given size. A frame from an input
@@ -412,20 +417,44 @@ func (in *Input) Levels(at time.Time, rmsDBFS []float64, silentFor time.Duration
 	}
 }
 
-// Video records whether the input's video is currently frozen or black
-// (from the appliance's telemetry or a decoder).
-func (in *Input) Video(now time.Time, frozen, black bool) {
-	if in.hasVideo && now.Sub(in.videoAt) > in.th.Stale {
+// VideoState is what a source says of an input's picture.
+type VideoState struct {
+	Frozen, Black bool
+	// FrozenFor and BlackFor, when the source measures them (the
+	// appliance's telemetry does), are how long the picture had been
+	// frozen or black by the report: a state that begins with this report
+	// is dated that much earlier.
+	FrozenFor, BlackFor time.Duration
+}
+
+// Video records whether the input's video is frozen or black at at (from
+// the appliance's telemetry or a decoder).
+func (in *Input) Video(at time.Time, v VideoState) {
+	if in.hasVideo && at.Sub(in.videoAt) > in.th.Stale {
 		in.frozen, in.black = false, false
 	}
-	in.hasVideo, in.videoAt = true, now
-	if frozen && !in.frozen {
-		in.frozenSince = now
+	in.hasVideo, in.videoAt = true, at
+	// Never dated before the last report that said otherwise.
+	since := func(d time.Duration, lastOK time.Time) time.Time {
+		t := at.Add(-max(d, 0))
+		if t.Before(lastOK) {
+			t = lastOK
+		}
+		return t
 	}
-	if black && !in.black {
-		in.blackSince = now
+	if v.Frozen && !in.frozen {
+		in.frozenSince = since(v.FrozenFor, in.movingAt)
 	}
-	in.frozen, in.black = frozen, black
+	if v.Black && !in.black {
+		in.blackSince = since(v.BlackFor, in.pictureAt)
+	}
+	if !v.Frozen {
+		in.movingAt = at
+	}
+	if !v.Black {
+		in.pictureAt = at
+	}
+	in.frozen, in.black = v.Frozen, v.Black
 }
 
 // finding is one signal past its threshold.

@@ -18,7 +18,7 @@ import (
 //	srt AT RECV LOSS RETRANS RTT        cumulative counters
 //	levels AT DB... [silent=DUR]        one report (silent=: the source's own silence duration)
 //	levels-every FROM TO EVERY DB...    a report every EVERY in [FROM, TO)
-//	video AT ok|frozen|black|frozen,black
+//	video AT ok|frozen|black|frozen,black [for=DUR]   (for=: the source's own duration)
 //	video-every FROM TO EVERY STATE
 //	expect AT STATE ["exact reason" ...]    with no reasons, healthy must have none
 //	expect AT STATE ~"substring"            some reason contains it
@@ -188,11 +188,24 @@ func runScript(t *testing.T, th Thresholds, script string) *Input {
 			})
 		case "video":
 			fr, bl := video(t, f[2])
-			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, fr, bl) })
+			var d time.Duration
+			if len(f) > 3 {
+				d = dur(t, strings.TrimPrefix(f[3], "for="))
+			}
+			v := VideoState{Frozen: fr, Black: bl}
+			if fr {
+				v.FrozenFor = d
+			}
+			if bl {
+				v.BlackFor = d
+			}
+			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, v) })
 		case "video-every":
 			fr, bl := video(t, f[4])
 			every(t, f, func(at time.Duration) {
-				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, fr, bl) })
+				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) {
+					in.Video(now, VideoState{Frozen: fr, Black: bl})
+				})
 			})
 		case "expect":
 			want := parseState(t, f[2])
@@ -533,6 +546,19 @@ func TestScripts(t *testing.T) {
 			since 3s
 			video 5s ok
 			expect 5s healthy
+		`},
+		{"video states dated by the source's own measure", Thresholds{Stall: -1}, `
+			frames 0s 10s 20ms 400
+			video 1s ok
+			video 2s frozen for=700ms     # once-a-second reports: frozen since 1.3s
+			deadline 2s 3.3s
+			expect 3.299s healthy
+			expect 3.3s failed "video: frozen for 2.0s (threshold 2.0s)"
+			video 4s ok
+			expect 4s healthy
+			video 5s black for=3s         # not before the report of a picture at 4s
+			expect 5.999s healthy
+			expect 6s failed "video: black for 2.0s (threshold 2.0s)"
 		`},
 		{"black video", Thresholds{BlackVideoFor: time.Second}, `
 			frames 0s 20s 20ms 400
