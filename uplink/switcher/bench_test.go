@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -334,38 +335,59 @@ func threadCPU(pid int) string {
 	return "cpu by thread name since start: " + strings.Join(parts, " ")
 }
 
-// BenchmarkDetectionToSwitch measures, per failure signal, the time from
-// the failure at the primary to the switcher's switch event, over repeated
-// trials on loopback: stall (the primary stops sending, connection open),
-// disconnect (the primary closes), silence (the primary's audio and its
-// in-band levels go silent). Thresholds: stall 500 ms, silence 2 s.
+// BenchmarkDetectionToSwitch measures, per failure signal, the time to the
+// switcher's switch event over repeated trials on loopback: stall (the
+// primary stops sending, connection open), disconnect (the primary
+// closes), silence (the primary's audio and its in-band levels go
+// silent), silence-decoded (a third-party primary with no telemetry goes
+// silent: the switcher decodes its audio). Thresholds: stall 500 ms,
+// silence 2 s.
+//
+// Two figures per signal. "from-failure" counts from the failure at the
+// publisher; it includes the SRT latency (120 ms), the time the last good
+// frame (or the first silent one) takes to reach the switcher. "from-known"
+// counts from the moment the switcher could know, as the API reports it:
+// the primary's last frame arrival (stall), the silence onset as its
+// levels date it (silence), the close (disconnect). Targets: stall
+// threshold + 50 ms, silence threshold + 100 ms, from-known.
 // Run with -benchtime=1x.
 func BenchmarkDetectionToSwitch(b *testing.B) {
 	const trials = 5
-	for _, signal := range []string{"stall", "disconnect", "silence"} {
+	for _, signal := range []string{"stall", "disconnect", "silence", "silence-decoded"} {
 		b.Run(signal, func(b *testing.B) {
 			srv := startSwitcher(b, nil)
 			base := "http://" + srv.HTTPAddr().String()
-			var took []time.Duration
+			addr := srv.SRTAddr().String()
+			var fromFailure, fromKnown []time.Duration
 			for i := 0; i < trials; i++ {
-				name := fmt.Sprintf("live/%s%d", signal, i)
+				name := fmt.Sprintf("live/%s%d", strings.ReplaceAll(signal, "-", ""), i)
 				var mu sync.Mutex
 				var at time.Time
-				failing := func(kind string) func(time.Time) bool {
+				failing := func(kinds ...string) func(time.Time) bool {
 					return func(now time.Time) bool {
 						mu.Lock()
 						defer mu.Unlock()
-						return signal == kind && !at.IsZero() && now.After(at)
+						return slices.Contains(kinds, signal) && !at.IsZero() && now.After(at)
 					}
 				}
+				never := func(time.Time) bool { return false }
 				sess := fmt.Sprintf("d%d%s", i, signal)
-				stop := inbandPublisherStall(b, srv.SRTAddr().String(), "#!::r="+name+",m=publish,s="+sess, "primary", failing("silence"), failing("stall"))
-				inbandPublisher(b, srv.SRTAddr().String(), "#!::r="+name+"_fallback,m=publish,s="+sess, "fallback", func(time.Time) bool { return false })
+				var stop func()
+				mode := "aligned"
+				if signal == "silence-decoded" {
+					// Third-party publishers: no telemetry, no shared session.
+					mode = "splice"
+					stop = plainPublisher(b, addr, "#!::r="+name+",m=publish", failing("silence-decoded"), never)
+					plainPublisher(b, addr, "#!::r="+name+"_fallback,m=publish", never, never)
+				} else {
+					stop = inbandPublisherStall(b, addr, "#!::r="+name+",m=publish,s="+sess, "primary", failing("silence"), failing("stall"))
+					inbandPublisher(b, addr, "#!::r="+name+"_fallback,m=publish,s="+sess, "fallback", never)
+				}
 				if !e2e.WaitFor(15*time.Second, func() bool {
 					st := e2e.FindStream(e2e.GetStreams(b, base, nil), name)
-					return st != nil && st.Mode == "aligned" && st.Active == "primary"
+					return st != nil && st.Mode == mode && st.Active == "primary"
 				}) {
-					b.Fatalf("%s never aligned on the primary", name)
+					b.Fatalf("%s never %s on the primary", name, mode)
 				}
 				time.Sleep(6 * time.Second) // past the startup allowance
 				mu.Lock()
@@ -375,10 +397,11 @@ func BenchmarkDetectionToSwitch(b *testing.B) {
 					stop()
 				}
 				var switched time.Time
+				var reason string
 				e2e.WaitFor(5*time.Second, func() bool {
 					for _, e := range e2e.GetEvents(b, base, nil) {
 						if e.Stream == name && e.Kind == "switch" && e.To == "fallback" && e.Time.After(at) {
-							switched = e.Time
+							switched, reason = e.Time, e.Reason
 							return true
 						}
 					}
@@ -387,13 +410,35 @@ func BenchmarkDetectionToSwitch(b *testing.B) {
 				if switched.IsZero() {
 					b.Fatalf("trial %d: no switch after the %s", i, signal)
 				}
-				took = append(took, switched.Sub(at))
+				known := at
+				if in := inputStatus(e2e.FindStream(e2e.GetStreams(b, base, nil), name), "primary"); in != nil {
+					switch {
+					case signal == "stall":
+						known = in.LastFrameAt
+					case strings.HasPrefix(signal, "silence") && in.Levels != nil:
+						known = in.Levels.SilentSince
+					}
+				}
+				if known.IsZero() {
+					b.Fatalf("trial %d: the API does not say when the switcher could know of the %s", i, signal)
+				}
+				b.Logf("trial %d: %v from the failure, %v from when the switcher could know: %s", i,
+					switched.Sub(at).Round(time.Millisecond), switched.Sub(known).Round(time.Millisecond), reason)
+				fromFailure = append(fromFailure, switched.Sub(at))
+				fromKnown = append(fromKnown, switched.Sub(known))
 			}
-			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-			med, mx := took[len(took)/2], took[len(took)-1]
-			b.ReportMetric(ms(med), "median-ms")
-			b.ReportMetric(ms(mx), "max-ms")
-			b.Logf("%s: detection-to-switch over %d trials: median %v, max %v, all %v", signal, trials, med.Round(time.Millisecond), mx.Round(time.Millisecond), took)
+			stat := func(d []time.Duration) (med, mx time.Duration) {
+				slices.Sort(d)
+				return d[len(d)/2], d[len(d)-1]
+			}
+			fm, fx := stat(fromFailure)
+			km, kx := stat(fromKnown)
+			b.ReportMetric(ms(fm), "from-failure-median-ms")
+			b.ReportMetric(ms(fx), "from-failure-max-ms")
+			b.ReportMetric(ms(km), "from-known-median-ms")
+			b.ReportMetric(ms(kx), "from-known-max-ms")
+			b.Logf("%s: detection-to-switch over %d trials: from the failure median %v max %v; from when the switcher could know median %v max %v",
+				signal, trials, fm.Round(time.Millisecond), fx.Round(time.Millisecond), km.Round(time.Millisecond), kx.Round(time.Millisecond))
 		})
 	}
 }
