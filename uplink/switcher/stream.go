@@ -553,7 +553,7 @@ func (s *stream) stopLevels(in *input) {
 }
 
 // takeLevels hands the blocks decoded since the last call to the
-// input's monitor, dated by their audio's arrival.
+// input's monitor, dated by their media time on the input's arrivals.
 func (s *stream) takeLevels(in *input) {
 	if in.levels == nil {
 		return
