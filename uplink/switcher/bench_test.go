@@ -252,24 +252,9 @@ func benchPairs(b *testing.B, pairs int) {
 	}
 }
 
-// encodedTone returns 10 s of a 440 Hz tone as raw AAC frames at 128 kbit/s.
+// encodedTone returns 10 s of a 440 Hz stereo tone as raw AAC frames at 128 kbit/s.
 func encodedTone(b testing.TB) [][]byte {
-	ffmpeg := e2e.Need(b, "ffmpeg")
-	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:duration=10",
-		"-ac", "2", "-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
-	if err != nil {
-		b.Fatal(err)
-	}
-	rd := adts.NewReader(strings.NewReader(string(out)))
-	var frames [][]byte
-	for {
-		_, p, err := rd.ReadFrame()
-		if err != nil {
-			break
-		}
-		frames = append(frames, append([]byte(nil), p...))
-	}
-	return frames
+	return e2e.EncodeAAC(b, "sine=f=440:sample_rate=48000:duration=10,aformat=channel_layouts=stereo")
 }
 
 func procCPU(b testing.TB, pid int) time.Duration {

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"tandem/scripts/e2e"
-	"tandem/uplink/adts"
 	"tandem/uplink/media"
 	"tandem/uplink/switcher/audiolevel"
 )
@@ -21,28 +19,6 @@ var stereo48 = media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRat
 
 // frameDur is one 1024-sample AAC frame at 48 kHz.
 const frameDur = 1024 * time.Second / 48000
-
-// encode runs an ffmpeg lavfi expression through the AAC encoder and
-// returns the raw frames.
-func encode(t *testing.T, expr string) [][]byte {
-	t.Helper()
-	ffmpeg := e2e.Need(t, "ffmpeg")
-	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", expr,
-		"-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
-	if err != nil {
-		t.Fatalf("encode %s: %v", expr, err)
-	}
-	rd := adts.NewReader(bytes.NewReader(out))
-	var frames [][]byte
-	for {
-		_, p, err := rd.ReadFrame()
-		if err != nil {
-			break
-		}
-		frames = append(frames, append([]byte(nil), p...))
-	}
-	return frames
-}
 
 // collect takes blocks until one starts at or after until.
 func collect(t *testing.T, m *audiolevel.Meter, until time.Time) []audiolevel.Block {
@@ -60,7 +36,7 @@ func collect(t *testing.T, m *audiolevel.Meter, until time.Time) []audiolevel.Bl
 func TestLevelsDatedByArrival(t *testing.T) {
 	// Left: a loud tone for 1 s, then digital silence; right: a quiet
 	// tone throughout (-26 dBFS peak, -29 dBFS RMS).
-	frames := encode(t, "aevalsrc=if(lt(t\\,1)\\,0.5*sin(2*PI*440*t)\\,0)|0.05*sin(2*PI*440*t):s=48000:d=2")
+	frames := e2e.EncodeAAC(t, "aevalsrc=if(lt(t\\,1)\\,0.5*sin(2*PI*440*t)\\,0)|0.05*sin(2*PI*440*t):s=48000:d=2")
 	m, err := audiolevel.Start(audiolevel.Config{Audio: stereo48, Queue: len(frames)})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +114,7 @@ func TestCloseStopsTheDecoder(t *testing.T) {
 }
 
 func TestDeadDecoderRestarts(t *testing.T) {
-	frames := encode(t, "sine=f=440:sample_rate=48000:d=2")
+	frames := e2e.EncodeAAC(t, "sine=f=440:sample_rate=48000:d=2")
 	m, err := audiolevel.Start(audiolevel.Config{Audio: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 1}, RestartMin: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
