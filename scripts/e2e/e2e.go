@@ -320,3 +320,26 @@ func StartSwitcher(t testing.TB, env ...string) (base, srtAddr string) {
 	}
 	return base, fmt.Sprintf("127.0.0.1:%d", srtPort)
 }
+
+// EncodeAAC runs an ffmpeg lavfi audio graph through its AAC encoder
+// (128 kbit/s, channels as the graph makes them) and returns the raw
+// access units, ready to publish or decode.
+func EncodeAAC(t testing.TB, graph string) [][]byte {
+	t.Helper()
+	ffmpeg := Need(t, "ffmpeg")
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", graph,
+		"-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
+	if err != nil {
+		t.Fatalf("encode %s: %v", graph, err)
+	}
+	rd := adts.NewReader(strings.NewReader(string(out)))
+	var frames [][]byte
+	for {
+		_, p, err := rd.ReadFrame()
+		if err != nil {
+			break
+		}
+		frames = append(frames, append([]byte(nil), p...))
+	}
+	return frames
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,7 +104,10 @@ func benchPairs(b *testing.B, pairs int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sw)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(), "TANDEM_SWITCHER_RTMP_ADDR=")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(), "TANDEM_SWITCHER_RTMP_ADDR=",
+		// The generator stands in for appliances, which send in-band
+		// levels: it sends none, so do not decode 2N inputs instead.
+		"TANDEM_SWITCHER_LEVEL_DECODER=")
 	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
 		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
 	}
@@ -248,24 +252,9 @@ func benchPairs(b *testing.B, pairs int) {
 	}
 }
 
-// encodedTone returns 10 s of a 440 Hz tone as raw AAC frames at 128 kbit/s.
+// encodedTone returns 10 s of a 440 Hz stereo tone as raw AAC frames at 128 kbit/s.
 func encodedTone(b testing.TB) [][]byte {
-	ffmpeg := e2e.Need(b, "ffmpeg")
-	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:duration=10",
-		"-ac", "2", "-c:a", "aac", "-b:a", "128k", "-f", "adts", "pipe:1").Output()
-	if err != nil {
-		b.Fatal(err)
-	}
-	rd := adts.NewReader(strings.NewReader(string(out)))
-	var frames [][]byte
-	for {
-		_, p, err := rd.ReadFrame()
-		if err != nil {
-			break
-		}
-		frames = append(frames, append([]byte(nil), p...))
-	}
-	return frames
+	return e2e.EncodeAAC(b, "sine=f=440:sample_rate=48000:duration=10,aformat=channel_layouts=stereo")
 }
 
 func procCPU(b testing.TB, pid int) time.Duration {
@@ -331,38 +320,59 @@ func threadCPU(pid int) string {
 	return "cpu by thread name since start: " + strings.Join(parts, " ")
 }
 
-// BenchmarkDetectionToSwitch measures, per failure signal, the time from
-// the failure at the primary to the switcher's switch event, over repeated
-// trials on loopback: stall (the primary stops sending, connection open),
-// disconnect (the primary closes), silence (the primary's audio and its
-// in-band levels go silent). Thresholds: stall 500 ms, silence 2 s.
+// BenchmarkDetectionToSwitch measures, per failure signal, the time to the
+// switcher's switch event over repeated trials on loopback: stall (the
+// primary stops sending, connection open), disconnect (the primary
+// closes), silence (the primary's audio and its in-band levels go
+// silent), silence-decoded (a third-party primary with no telemetry goes
+// silent: the switcher decodes its audio). Thresholds: stall 500 ms,
+// silence 2 s.
+//
+// Two figures per signal. "from-failure" counts from the failure at the
+// publisher; it includes the SRT latency (120 ms), the time the last good
+// frame (or the first silent one) takes to reach the switcher. "from-known"
+// counts from the moment the switcher could know, as the API reports it:
+// the primary's last frame arrival (stall), the silence onset as its
+// levels date it (silence), the close (disconnect). Targets: stall
+// threshold + 50 ms, silence threshold + 100 ms, from-known.
 // Run with -benchtime=1x.
 func BenchmarkDetectionToSwitch(b *testing.B) {
 	const trials = 5
-	for _, signal := range []string{"stall", "disconnect", "silence"} {
+	for _, signal := range []string{"stall", "disconnect", "silence", "silence-decoded"} {
 		b.Run(signal, func(b *testing.B) {
 			srv := startSwitcher(b, nil)
 			base := "http://" + srv.HTTPAddr().String()
-			var took []time.Duration
+			addr := srv.SRTAddr().String()
+			var fromFailure, fromKnown []time.Duration
 			for i := 0; i < trials; i++ {
-				name := fmt.Sprintf("live/%s%d", signal, i)
+				name := fmt.Sprintf("live/%s%d", strings.ReplaceAll(signal, "-", ""), i)
 				var mu sync.Mutex
 				var at time.Time
-				failing := func(kind string) func(time.Time) bool {
+				failing := func(kinds ...string) func(time.Time) bool {
 					return func(now time.Time) bool {
 						mu.Lock()
 						defer mu.Unlock()
-						return signal == kind && !at.IsZero() && now.After(at)
+						return slices.Contains(kinds, signal) && !at.IsZero() && now.After(at)
 					}
 				}
+				never := func(time.Time) bool { return false }
 				sess := fmt.Sprintf("d%d%s", i, signal)
-				stop := inbandPublisherStall(b, srv.SRTAddr().String(), "#!::r="+name+",m=publish,s="+sess, "primary", failing("silence"), failing("stall"))
-				inbandPublisher(b, srv.SRTAddr().String(), "#!::r="+name+"_fallback,m=publish,s="+sess, "fallback", func(time.Time) bool { return false })
+				var stop func()
+				mode := "aligned"
+				if signal == "silence-decoded" {
+					// Third-party publishers: no telemetry, no shared session.
+					mode = "splice"
+					stop = plainPublisher(b, addr, "#!::r="+name+",m=publish", failing("silence-decoded"), never)
+					plainPublisher(b, addr, "#!::r="+name+"_fallback,m=publish", never, never)
+				} else {
+					stop = inbandPublisherStall(b, addr, "#!::r="+name+",m=publish,s="+sess, "primary", failing("silence"), failing("stall"))
+					inbandPublisher(b, addr, "#!::r="+name+"_fallback,m=publish,s="+sess, "fallback", never)
+				}
 				if !e2e.WaitFor(15*time.Second, func() bool {
 					st := e2e.FindStream(e2e.GetStreams(b, base, nil), name)
-					return st != nil && st.Mode == "aligned" && st.Active == "primary"
+					return st != nil && st.Mode == mode && st.Active == "primary"
 				}) {
-					b.Fatalf("%s never aligned on the primary", name)
+					b.Fatalf("%s never %s on the primary", name, mode)
 				}
 				time.Sleep(6 * time.Second) // past the startup allowance
 				mu.Lock()
@@ -372,10 +382,11 @@ func BenchmarkDetectionToSwitch(b *testing.B) {
 					stop()
 				}
 				var switched time.Time
+				var reason string
 				e2e.WaitFor(5*time.Second, func() bool {
 					for _, e := range e2e.GetEvents(b, base, nil) {
 						if e.Stream == name && e.Kind == "switch" && e.To == "fallback" && e.Time.After(at) {
-							switched = e.Time
+							switched, reason = e.Time, e.Reason
 							return true
 						}
 					}
@@ -384,13 +395,35 @@ func BenchmarkDetectionToSwitch(b *testing.B) {
 				if switched.IsZero() {
 					b.Fatalf("trial %d: no switch after the %s", i, signal)
 				}
-				took = append(took, switched.Sub(at))
+				known := at
+				if in := inputStatus(e2e.FindStream(e2e.GetStreams(b, base, nil), name), "primary"); in != nil {
+					switch {
+					case signal == "stall":
+						known = in.LastFrameAt
+					case strings.HasPrefix(signal, "silence") && in.Levels != nil:
+						known = in.Levels.SilentSince
+					}
+				}
+				if known.IsZero() {
+					b.Fatalf("trial %d: the API does not say when the switcher could know of the %s", i, signal)
+				}
+				b.Logf("trial %d: %v from the failure, %v from when the switcher could know: %s", i,
+					switched.Sub(at).Round(time.Millisecond), switched.Sub(known).Round(time.Millisecond), reason)
+				fromFailure = append(fromFailure, switched.Sub(at))
+				fromKnown = append(fromKnown, switched.Sub(known))
 			}
-			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-			med, mx := took[len(took)/2], took[len(took)-1]
-			b.ReportMetric(ms(med), "median-ms")
-			b.ReportMetric(ms(mx), "max-ms")
-			b.Logf("%s: detection-to-switch over %d trials: median %v, max %v, all %v", signal, trials, med.Round(time.Millisecond), mx.Round(time.Millisecond), took)
+			stat := func(d []time.Duration) (med, mx time.Duration) {
+				slices.Sort(d)
+				return d[len(d)/2], d[len(d)-1]
+			}
+			fm, fx := stat(fromFailure)
+			km, kx := stat(fromKnown)
+			b.ReportMetric(ms(fm), "from-failure-median-ms")
+			b.ReportMetric(ms(fx), "from-failure-max-ms")
+			b.ReportMetric(ms(km), "from-known-median-ms")
+			b.ReportMetric(ms(kx), "from-known-max-ms")
+			b.Logf("%s: detection-to-switch over %d trials: from the failure median %v max %v; from when the switcher could know median %v max %v",
+				signal, trials, fm.Round(time.Millisecond), fx.Round(time.Millisecond), km.Round(time.Millisecond), kx.Round(time.Millisecond))
 		})
 	}
 }

@@ -68,6 +68,11 @@ type Config struct {
 	// ListenerBurst is how many frames a new listener gets at once, so a
 	// player starts without waiting to fill its buffer.
 	ListenerBurst int `json:"listener_burst"`
+	// LevelDecoder is the ffmpeg binary (a path, or a name looked up in
+	// PATH) that decodes the audio of inputs without in-band telemetry,
+	// so their silence and channel imbalance are judged too; one process
+	// per such input. Empty turns decoding off.
+	LevelDecoder string `json:"level_decoder"`
 }
 
 // Webhook is one notification receiver.
@@ -90,6 +95,10 @@ type HealthConfig struct {
 	SilenceFor         Duration `json:"silence_for"`
 	ImbalanceDB        float64  `json:"imbalance_db"`
 	ImbalanceFor       Duration `json:"imbalance_for"`
+	// FrozenVideoFor and BlackVideoFor judge the picture where the
+	// appliance's telemetry reports it.
+	FrozenVideoFor Duration `json:"frozen_video_for"`
+	BlackVideoFor  Duration `json:"black_video_for"`
 }
 
 // StreamConfig is one stream's access control.
@@ -119,6 +128,7 @@ func DefaultConfig() Config {
 		StateDir:       "/var/lib/tandem-switcher",
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
+		LevelDecoder:   "ffmpeg",
 	}
 }
 
@@ -267,6 +277,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.StateDir = v
 		case "debug_addr":
 			c.DebugAddr = v
+		case "level_decoder":
+			c.LevelDecoder = v
 		case "latency":
 			err = c.Latency.parse(v)
 		case "playout_delay":
@@ -334,6 +346,7 @@ func (c Config) healthThresholds() health.Thresholds {
 		Stall: time.Duration(h.Stall), BitrateDropPercent: h.BitrateDropPercent, LossPercent: h.LossPercent,
 		RTT: time.Duration(h.RTT), SilenceDBFS: h.SilenceDBFS, SilenceFor: time.Duration(h.SilenceFor),
 		ImbalanceDB: h.ImbalanceDB, ImbalanceFor: time.Duration(h.ImbalanceFor),
+		FrozenVideoFor: time.Duration(h.FrozenVideoFor), BlackVideoFor: time.Duration(h.BlackVideoFor),
 	}
 	if th.Stall == 0 {
 		th.Stall = time.Duration(c.SpliceStall)

@@ -155,6 +155,33 @@ func inbandPublisher(t testing.TB, addr, sid, feed string, silent func(time.Time
 // connection stays open) while stalled(t) holds.
 func inbandPublisherStall(t testing.TB, addr, sid, feed string, silent, stalled func(time.Time) bool) func() {
 	t.Helper()
+	return framePublisher(t, addr, sid, pubOptions{feed: feed, silent: silent, stalled: stalled})
+}
+
+// plainPublisher is a third-party style publisher on the same clock: the
+// same frames, no in-band telemetry (feed ""), so the switcher decodes
+// its audio to judge its levels.
+func plainPublisher(t testing.TB, addr, sid string, silent, stalled func(time.Time) bool) func() {
+	t.Helper()
+	return framePublisher(t, addr, sid, pubOptions{silent: silent, stalled: stalled})
+}
+
+// pubOptions shape a framePublisher.
+type pubOptions struct {
+	// feed is the role named in the in-band telemetry; "" sends none.
+	feed string
+	// silent and stalled say whether the audio is silent, or sending
+	// paused, at a moment.
+	silent, stalled func(time.Time) bool
+	// video, if set, is the picture state the telemetry reports.
+	video func(time.Time) telemetry.VideoStatus
+}
+
+// framePublisher sends pre-encoded tone frames on the shared capture
+// clock, like an appliance (or, without a feed, a third-party encoder).
+func framePublisher(t testing.TB, addr, sid string, o pubOptions) func() {
+	t.Helper()
+	feed, silent, stalled := o.feed, o.silent, o.stalled
 	frames := encodedTone(t)
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
 	silence, _ := adts.SilentFrame(audio)
@@ -163,16 +190,18 @@ func inbandPublisherStall(t testing.TB, addr, sid, feed string, silent, stalled 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := mpegts.NewMuxer([]mpegts.Track{
-		{PID: 0x100, Kind: media.KindAudio, Audio: audio},
-		{PID: telemetry.PID, StreamType: mpegts.StreamTypePrivate, FormatID: mpegts.FormatTandem},
-	}, c.WriteMessage)
+	tracks := []mpegts.Track{{PID: 0x100, Kind: media.KindAudio, Audio: audio}}
+	if feed != "" {
+		tracks = append(tracks, mpegts.Track{PID: telemetry.PID, StreamType: mpegts.StreamTypePrivate, FormatID: mpegts.FormatTandem})
+	}
+	mux := mpegts.NewMuxer(tracks, c.WriteMessage)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer c.Close()
 		epoch := inbandEpoch
+		var quietSince time.Time // like the appliance's capture.Stats.SilentFor
 		for {
 			n := int64(time.Since(epoch)/time.Microsecond) * 48000 / 1024 / 1e6
 			due := epoch.Add(time.Duration((n + 1) * 1024 * int64(time.Second) / 48000))
@@ -190,16 +219,28 @@ func inbandPublisherStall(t testing.TB, addr, sid, feed string, silent, stalled 
 			data := frames[n%int64(len(frames))]
 			if quiet {
 				data = silence
+				if quietSince.IsZero() {
+					quietSince = time.Now()
+				}
+			} else {
+				quietSince = time.Time{}
 			}
 			if mux.WriteFrame(0x100, media.Frame{Kind: media.KindAudio, PTS: pts & (1<<33 - 1), DTS: pts & (1<<33 - 1), Key: true, Data: data}) != nil {
 				return
 			}
-			if n%5 == 0 {
+			if feed != "" && n%5 == 0 {
 				lv := -15.0
+				var silentMs int64
 				if quiet {
 					lv = -120
+					silentMs = time.Since(quietSince).Milliseconds()
 				}
-				b, _ := telemetry.Marshal(telemetry.Report{Feed: feed, Levels: []telemetry.ChannelLevel{{PeakDBFS: lv + 3, RMSDBFS: lv}, {PeakDBFS: lv + 3, RMSDBFS: lv}}})
+				rep := telemetry.Report{Feed: feed, SilentMs: silentMs, Levels: []telemetry.ChannelLevel{{PeakDBFS: lv + 3, RMSDBFS: lv}, {PeakDBFS: lv + 3, RMSDBFS: lv}}}
+				if o.video != nil {
+					v := o.video(time.Now())
+					rep.Video = &v
+				}
+				b, _ := telemetry.Marshal(rep)
 				mux.WriteData(telemetry.PID, pts&(1<<33-1), b)
 			}
 		}
@@ -337,5 +378,77 @@ func TestWebhooksSignedInOrderAcrossReceiverOutage(t *testing.T) {
 		if strings.HasSuffix(s.Name, "_fallback") {
 			t.Errorf("stream list shows the fallback as a stream: %s", s.ID)
 		}
+	}
+}
+
+// TestFrozenVideoInTelemetry: the appliance reports the primary's picture
+// frozen (its telemetry's video.frozen_ms) → the output goes to the
+// fallback once it has been frozen for frozen_video_for, and returns after
+// the stability window once the picture moves again.
+func TestFrozenVideoInTelemetry(t *testing.T) {
+	const frozenFor, stable = time.Second, time.Second
+	srv := startSwitcher(t, func(c *switcher.Config) {
+		c.Stable = switcher.Duration(stable)
+		c.Health.FrozenVideoFor = switcher.Duration(frozenFor)
+	})
+	base := "http://" + srv.HTTPAddr().String()
+	addr := srv.SRTAddr().String()
+	var mu sync.Mutex
+	var frozenFrom, frozenTo time.Time
+	picture := func(now time.Time) telemetry.VideoStatus {
+		mu.Lock()
+		defer mu.Unlock()
+		if !frozenFrom.IsZero() && now.After(frozenFrom) && (frozenTo.IsZero() || now.Before(frozenTo)) {
+			return telemetry.VideoStatus{FrozenMs: now.Sub(frozenFrom).Milliseconds()}
+		}
+		return telemetry.VideoStatus{}
+	}
+	never := func(time.Time) bool { return false }
+	framePublisher(t, addr, "#!::r=live/frz,m=publish,s=f1", pubOptions{feed: "primary", silent: never, stalled: never, video: picture})
+	inbandPublisher(t, addr, "#!::r=live/frz_fallback,m=publish,s=f1", "fallback", never)
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/frz")
+		return st != nil && st.Mode == "aligned" && st.Active == "primary"
+	}) {
+		t.Fatalf("stream never aligned on the primary: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/frz"))
+	}
+	time.Sleep(time.Second)
+	mu.Lock()
+	frozenFrom = time.Now()
+	mu.Unlock()
+	time.Sleep(2 * time.Second)
+	mu.Lock()
+	frozenTo = time.Now()
+	mu.Unlock()
+	var away, back time.Time
+	if !e2e.WaitFor(5*time.Second, func() bool {
+		for _, e := range e2e.GetEvents(t, base, nil) {
+			if e.Stream != "live/frz" || e.Kind != "switch" || !e.Time.After(frozenFrom) {
+				continue
+			}
+			if e.To == "fallback" && away.IsZero() {
+				away = e.Time
+				if !strings.Contains(e.Reason, "video: frozen") {
+					t.Errorf("switch reason %q does not name the frozen video", e.Reason)
+				}
+			}
+			if e.To == "primary" && !away.IsZero() && back.IsZero() {
+				back = e.Time
+			}
+		}
+		return !back.IsZero()
+	}) {
+		t.Fatalf("want a switch away for the frozen picture and one back: %+v", e2e.GetEvents(t, base, nil))
+	}
+	detect := away.Sub(frozenFrom)
+	t.Logf("frozen picture: switched %v after it froze (frozen_video_for %v, + the SRT latency); back %v after it moved (stability %v)",
+		detect.Round(time.Millisecond), frozenFor, back.Sub(frozenTo).Round(time.Millisecond), stable)
+	// The reports travel the SRT latency (120 ms) and are dated back by
+	// their frozen_ms.
+	if detect < frozenFor || detect > frozenFor+250*time.Millisecond {
+		t.Errorf("switched %v after the picture froze, want frozen_video_for (%v) + the SRT latency", detect, frozenFor)
+	}
+	if r := back.Sub(frozenTo); r < stable || r > stable+400*time.Millisecond {
+		t.Errorf("returned %v after the picture moved, want the %v stability window", r, stable)
 	}
 }

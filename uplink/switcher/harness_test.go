@@ -91,9 +91,15 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 // like a third-party encoder; it is killed when the test ends.
 func toneSource(t *testing.T, url string, freq int, format ...string) *exec.Cmd {
 	t.Helper()
+	return lavfiSource(t, url, fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), format...)
+}
+
+// lavfiSource is toneSource for any lavfi audio graph.
+func lavfiSource(t *testing.T, url, graph string, format ...string) *exec.Cmd {
+	t.Helper()
 	ffmpeg := e2e.Need(t, "ffmpeg")
 	args := []string{"-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "-ac", "2",
+		"-f", "lavfi", "-i", graph, "-ac", "2",
 		"-c:a", "aac", "-b:a", "128k", "-f"}
 	args = append(append(args, format...), url)
 	cmd := exec.Command(ffmpeg, args...)

@@ -12,6 +12,7 @@ import (
 
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/audiolevel"
 	"tandem/uplink/switcher/merge"
 	"tandem/uplink/telemetry"
 )
@@ -179,6 +180,26 @@ type InputStatus struct {
 	// Telemetry is the appliance's in-band report (levels, encoder, link),
 	// present for Tandem appliances; AgeMs says how old it is.
 	Telemetry *TelemetryStatus `json:"telemetry,omitempty"`
+	// LastFrameAt is when the input's latest audio frame arrived.
+	LastFrameAt time.Time `json:"last_frame_at,omitzero"`
+	// Levels says where the input's audio levels come from and what they
+	// are; HealthNote says why silence and imbalance cannot be judged.
+	Levels     *LevelsStatus `json:"levels,omitempty"`
+	HealthNote string        `json:"health_note,omitempty"`
+}
+
+// LevelsStatus is an input's audio levels as its health sees them.
+type LevelsStatus struct {
+	// Source is "telemetry" (the appliance's in-band reports) or
+	// "decoder" (the switcher decodes the audio).
+	Source string `json:"source"`
+	// RMSDBFS and PeakDBFS are per channel, the newest block (-200: none).
+	RMSDBFS  []float64 `json:"rms_dbfs,omitempty"`
+	PeakDBFS []float64 `json:"peak_dbfs,omitempty"`
+	// SilentSince is when the current silence began, as its levels date it.
+	SilentSince time.Time `json:"silent_since,omitzero"`
+	// Decoder is the decoding process's state and counters.
+	Decoder *audiolevel.Stats `json:"decoder,omitempty"`
 }
 
 type TelemetryStatus struct {
@@ -246,9 +267,38 @@ func (s *stream) snapshot() StreamStatus {
 		if in.telemetry != nil {
 			is.Telemetry = &TelemetryStatus{Report: *in.telemetry, AgeMs: now.Sub(in.telemetryAt).Milliseconds()}
 		}
+		is.LastFrameAt = in.lastFrameAt
+		is.Levels, is.HealthNote = levelsStatus(in), in.levelNote
 		st.Inputs = append(st.Inputs, is)
 	}
 	return st
+}
+
+func levelsStatus(in *input) *LevelsStatus {
+	var ls LevelsStatus
+	switch {
+	case in.telemetry != nil:
+		ls.Source = "telemetry"
+		for _, l := range in.telemetry.Levels {
+			ls.RMSDBFS = append(ls.RMSDBFS, l.RMSDBFS)
+			ls.PeakDBFS = append(ls.PeakDBFS, l.PeakDBFS)
+		}
+	case in.levels != nil:
+		st := in.levels.Stats()
+		ls.Source, ls.Decoder = "decoder", &st
+		for i := range in.lastBlock.RMSDBFS {
+			ls.RMSDBFS = append(ls.RMSDBFS, max(in.lastBlock.RMSDBFS[i], telemetry.Floor))
+			ls.PeakDBFS = append(ls.PeakDBFS, max(in.lastBlock.PeakDBFS[i], telemetry.Floor))
+		}
+	default:
+		return nil
+	}
+	if in.monitor != nil {
+		if at, ok := in.monitor.SilentSince(); ok {
+			ls.SilentSince = at
+		}
+	}
+	return &ls
 }
 
 func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {

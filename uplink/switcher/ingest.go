@@ -84,7 +84,9 @@ func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input
 				return
 			}
 			audioPID = int(t.PID)
-			send(message{kind: msgTrack, in: in, audio: t.Audio})
+			// The PMT listed the telemetry track before the first audio
+			// frame announced this one: an appliance is known by now.
+			send(message{kind: msgTrack, in: in, audio: t.Audio, inband: isTandem})
 		},
 		OnFrame: func(pid uint16, f media.Frame) {
 			if int(pid) == audioPID {

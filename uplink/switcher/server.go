@@ -19,6 +19,7 @@ import (
 	"tandem/uplink/rtmp"
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/audiolevel"
 	"tandem/uplink/switcher/eventlog"
 	"tandem/uplink/switcher/notify"
 )
@@ -53,6 +54,27 @@ type Server struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	wg      sync.WaitGroup
+
+	// levelDecoder is the resolved LevelDecoder binary, "" when decoding
+	// is off or the binary is missing; levelNote then says why.
+	levelDecoder string
+	levelNote    string
+}
+
+// findLevelDecoder resolves the decoder of telemetry-less inputs' audio;
+// a missing one is a warning, never a reason not to start.
+func (s *Server) findLevelDecoder() {
+	if s.cfg.LevelDecoder == "" {
+		s.levelNote = "audio level decoding is off (level_decoder is empty)"
+		return
+	}
+	p, err := audiolevel.LookPath(s.cfg.LevelDecoder)
+	if err != nil {
+		s.levelNote = fmt.Sprintf("no audio levels: level_decoder %q not found", s.cfg.LevelDecoder)
+		s.log.Warn("silence and imbalance of inputs without in-band telemetry will not be detected", "level_decoder", s.cfg.LevelDecoder, "err", err)
+		return
+	}
+	s.levelDecoder = p
 }
 
 // New checks the configuration and makes a server; Start opens its sockets.
@@ -76,6 +98,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if len(s.cfg.Streams) == 0 {
 		s.log.Warn("publishing is open: no streams configured, any stream id with m=publish is accepted")
 	}
+	s.findLevelDecoder()
 	ln, err := srt.Listen(s.cfg.SRTAddr, srt.ListenConfig{
 		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency)},
 		Authorize: s.authorize,

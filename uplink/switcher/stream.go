@@ -13,6 +13,7 @@ import (
 	"tandem/uplink/hls"
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher/audiolevel"
 	"tandem/uplink/switcher/health"
 	"tandem/uplink/switcher/merge"
 	"tandem/uplink/telemetry"
@@ -51,6 +52,15 @@ type input struct {
 	monitor    *health.Input
 	health     health.Health
 	srtSampled time.Time
+	// lastFrameAt is when the input's latest frame arrived.
+	lastFrameAt time.Time
+	// levels decodes the audio of an input that sends no in-band
+	// telemetry (nil otherwise); levelNote says why an input has no
+	// levels at all; lastBlock is the newest decoded block.
+	levels    *audiolevel.Meter
+	levelNote string
+	lastBlock audiolevel.Block
+	blocks    []audiolevel.Block
 }
 
 // message is what ingest sends a stream.
@@ -61,6 +71,9 @@ type message struct {
 	audio     media.AudioConfig
 	reason    string
 	telemetry telemetry.Report
+	// inband says, with msgTrack, that the input declared in-band
+	// telemetry (a Tandem appliance): its audio is not decoded.
+	inband bool
 	// attach and pin reply with nil, or an error refusing the request.
 	reply chan error
 	// pin is the input an operator chose; nil returns the choice to the policy.
@@ -156,14 +169,27 @@ func (s *stream) run(ctx context.Context) {
 	healthTick := time.NewTicker(healthInterval)
 	defer healthTick.Stop()
 	defer s.closeOutput()
-	for {
-		if s.merge != nil {
-			if dl, ok := s.merge.NextDeadline(); ok {
-				timer.Reset(time.Until(dl))
-			} else {
-				timer.Reset(time.Hour)
+	defer func() {
+		for _, in := range s.slots {
+			if in != nil {
+				s.stopLevels(in)
 			}
 		}
+	}()
+	for {
+		// Wake for the merge's next frame, or for the moment an input's
+		// pending signal crosses its threshold, whichever comes first.
+		wake := time.Now().Add(time.Hour)
+		if s.merge != nil {
+			if dl, ok := s.merge.NextDeadline(); ok {
+				wake = dl
+			}
+		}
+		healthDue, hasHealthDue := s.nextHealthDeadline()
+		if hasHealthDue && healthDue.Before(wake) {
+			wake = healthDue
+		}
+		timer.Reset(time.Until(wake))
 		select {
 		case <-ctx.Done():
 			return
@@ -182,7 +208,10 @@ func (s *stream) run(ctx context.Context) {
 		case reply := <-s.status:
 			reply <- s.snapshot()
 			continue
-		case <-timer.C:
+		case now := <-timer.C:
+			if hasHealthDue && !now.Before(healthDue) {
+				s.judgeHealth(now)
+			}
 		case now := <-healthTick.C:
 			s.judgeHealth(now)
 		}
@@ -203,12 +232,19 @@ func (s *stream) handle(m message) {
 		m.reply <- s.attach(now, in)
 	case msgTrack:
 		s.track(now, in, m.audio)
+		if s.slots[in.role] == in && in.hasAudio && in.refused == "" && !m.inband {
+			s.startLevels(in)
+		}
 	case msgFrame:
 		if in.refused != "" || !in.hasAudio || s.slots[in.role] != in {
 			return
 		}
 		in.rate.add(now, len(m.frame.Data))
 		in.monitor.Frame(now, len(m.frame.Data))
+		in.lastFrameAt = now
+		if in.levels != nil {
+			in.levels.Write(now, m.frame.PTS, m.frame.Data)
+		}
 		s.merge.Push(now, in.role, m.frame)
 	case msgPin:
 		m.reply <- s.pinInput(now, m.pin)
@@ -216,13 +252,19 @@ func (s *stream) handle(m message) {
 		if s.slots[in.role] == in {
 			r := m.telemetry
 			in.telemetry, in.telemetryAt = &r, now
+			s.stopLevels(in)
 			rms := make([]float64, len(r.Levels))
 			for i, l := range r.Levels {
 				rms[i] = l.RMSDBFS
 			}
-			in.monitor.Levels(now, rms)
+			in.monitor.Levels(now, rms, time.Duration(r.SilentMs)*time.Millisecond)
+			if v := r.Video; v != nil {
+				in.monitor.Video(now, health.VideoState{Frozen: v.FrozenMs > 0, Black: v.BlackMs > 0,
+					FrozenFor: time.Duration(v.FrozenMs) * time.Millisecond, BlackFor: time.Duration(v.BlackMs) * time.Millisecond})
+			}
 		}
 	case msgDetach:
+		s.stopLevels(in)
 		if s.slots[in.role] != in {
 			return
 		}
@@ -262,6 +304,7 @@ func (s *stream) attach(now time.Time, in *input) error {
 		r := role
 		s.record("input-replaced", fmt.Sprintf("%s %s from %s replaced by a reconnect of the same feed from %s", old.proto, role, old.remote, in.remote), &r)
 		old.refused = "replaced by a reconnect of the same feed"
+		s.stopLevels(old)
 		s.slots[role] = nil
 		old.refuse(old.refused)
 	}
@@ -322,6 +365,7 @@ func (s *stream) otherHasNoAudio(in *input) bool {
 
 func (s *stream) refuse(in *input, reason string) {
 	in.refused = reason
+	s.stopLevels(in)
 	r := in.role
 	s.record("input-refused", reason, &r)
 	in.refuse(reason)
@@ -478,6 +522,67 @@ func (s *stream) audioConfig() media.AudioConfig {
 // healthInterval is how often inputs' health is evaluated.
 const healthInterval = 50 * time.Millisecond
 
+// startLevels starts decoding the audio of an input that sends no in-band
+// telemetry, so its silence and imbalance are judged like an appliance's.
+func (s *stream) startLevels(in *input) {
+	if in.levels != nil || in.telemetry != nil {
+		return
+	}
+	if s.srv.levelDecoder == "" {
+		in.levelNote = s.srv.levelNote
+		return
+	}
+	m, err := audiolevel.Start(audiolevel.Config{FFmpeg: s.srv.levelDecoder, Audio: in.audio,
+		Log: s.log.With("component", "audiolevel", "input", in.role.String(), "remote", in.remote)})
+	if err != nil {
+		in.levelNote = "no audio levels: " + err.Error()
+		s.log.Warn("cannot decode an input's audio levels", "input", in.role.String(), "err", err)
+		return
+	}
+	in.levels, in.levelNote = m, ""
+}
+
+// stopLevels stops an input's decoder (it detached, was refused, or
+// sends telemetry after all) and waits for its process to exit.
+func (s *stream) stopLevels(in *input) {
+	if in.levels == nil {
+		return
+	}
+	in.levels.Close()
+	in.levels = nil
+}
+
+// takeLevels hands the blocks decoded since the last call to the
+// input's monitor, dated by their media time on the input's arrivals.
+func (s *stream) takeLevels(in *input) {
+	if in.levels == nil {
+		return
+	}
+	in.blocks = in.levels.Take(in.blocks[:0])
+	for _, b := range in.blocks {
+		in.monitor.Levels(b.At, b.RMSDBFS, 0)
+	}
+	if n := len(in.blocks); n > 0 {
+		in.lastBlock = in.blocks[n-1]
+	}
+	clear(in.blocks)
+}
+
+// nextHealthDeadline is the earliest moment an input's pending signal
+// crosses its threshold.
+func (s *stream) nextHealthDeadline() (time.Time, bool) {
+	var next time.Time
+	for _, in := range s.slots {
+		if in == nil || in.monitor == nil || in.refused != "" {
+			continue
+		}
+		if d, ok := in.monitor.NextDeadline(); ok && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	return next, !next.IsZero()
+}
+
 // judgeHealth feeds each input's monitor its SRT statistics (once a
 // second) and hands changes of health to the merge's policy.
 func (s *stream) judgeHealth(now time.Time) {
@@ -485,6 +590,7 @@ func (s *stream) judgeHealth(now time.Time) {
 		if in == nil || in.monitor == nil || in.refused != "" {
 			continue
 		}
+		s.takeLevels(in)
 		var rttMs, lossPct float64
 		if in.stats != nil && now.Sub(in.srtSampled) >= time.Second {
 			in.srtSampled = now

@@ -39,6 +39,15 @@ type Report struct {
 	Link LinkStatus `json:"link"`
 	// Capture is the capture source's state ("running", "reopening", ...).
 	Capture string `json:"capture,omitempty"`
+	// Video is the captured picture's state; absent without video.
+	Video *VideoStatus `json:"video,omitempty"`
+}
+
+// VideoStatus says how long the picture has been frozen (unchanged) or
+// black, like SilentMs for audio: 0 while it is not.
+type VideoStatus struct {
+	FrozenMs int64 `json:"frozen_ms"`
+	BlackMs  int64 `json:"black_ms"`
 }
 
 // ChannelLevel is one channel's level in dBFS (-inf is sent as -200).
@@ -94,6 +103,12 @@ func Unmarshal(b []byte) (Report, error) {
 	}
 	if len(r.Levels) > 8 {
 		return Report{}, fmt.Errorf("%w: %d channels", ErrInvalid, len(r.Levels))
+	}
+	if r.SilentMs < 0 {
+		return Report{}, fmt.Errorf("%w: silent_ms %d is negative", ErrInvalid, r.SilentMs)
+	}
+	if v := r.Video; v != nil && (v.FrozenMs < 0 || v.BlackMs < 0) {
+		return Report{}, fmt.Errorf("%w: video frozen_ms %d / black_ms %d: negative", ErrInvalid, v.FrozenMs, v.BlackMs)
 	}
 	return r, nil
 }

@@ -8,7 +8,7 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	in := Report{Feed: "primary", Levels: []ChannelLevel{{-12, -15}, {math.Inf(-1), math.NaN()}}, SilentMs: 0,
-		Encoder: "running", Link: LinkStatus{Name: "a", Up: true, RTTms: 12.5}}
+		Encoder: "running", Link: LinkStatus{Name: "a", Up: true, RTTms: 12.5}, Video: &VideoStatus{FrozenMs: 1500}}
 	b, err := Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -17,13 +17,15 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Feed != "primary" || out.Levels[0].PeakDBFS != -12 || out.Levels[1].PeakDBFS != Floor || out.Levels[1].RMSDBFS != Floor || !out.Link.Up {
+	if out.Feed != "primary" || out.Levels[0].PeakDBFS != -12 || out.Levels[1].PeakDBFS != Floor || out.Levels[1].RMSDBFS != Floor || !out.Link.Up ||
+		out.Video == nil || out.Video.FrozenMs != 1500 || out.Video.BlackMs != 0 {
 		t.Fatalf("round trip: %+v", out)
 	}
 }
 
 func TestUnmarshalRejects(t *testing.T) {
-	for _, b := range []string{``, `{`, `{"v":0}`, `[1,2]`, `{"v":1,"levels":[{},{},{},{},{},{},{},{},{}]}`} {
+	for _, b := range []string{``, `{`, `{"v":0}`, `[1,2]`, `{"v":1,"levels":[{},{},{},{},{},{},{},{},{}]}`,
+		`{"v":1,"silent_ms":-5}`, `{"v":1,"video":{"frozen_ms":-1}}`, `{"v":1,"video":{"black_ms":-1}}`} {
 		if _, err := Unmarshal([]byte(b)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Unmarshal(%q) = %v, want ErrInvalid", b, err)
 		}

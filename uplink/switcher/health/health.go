@@ -216,6 +216,11 @@ type Input struct {
 	hasLevels   bool
 	silent      bool
 	silentSince time.Time
+	// quietAt is the last report that was silent; quietEnd the last that
+	// was not (sound: a back-dated silence cannot begin before it).
+	quietAt     time.Time
+	quietEnd    time.Time
+	hasQuietEnd bool
 	imbalanced  bool
 	imbSince    time.Time
 	imbDB       float64
@@ -226,8 +231,13 @@ type Input struct {
 	frozenSince time.Time
 	black       bool
 	blackSince  time.Time
+	// movingAt and pictureAt are the last reports of a moving, and of a
+	// non-black, picture.
+	movingAt  time.Time
+	pictureAt time.Time
 
 	evaluated bool
+	lastEval  time.Time
 	last      Health
 	lastKeys  []string
 }
@@ -264,7 +274,9 @@ func (in *Input) reset() {
 	in.bytes = 0
 	in.srt = in.srt[:0]
 	in.hasLevels, in.silent, in.imbalanced = false, false, false
+	in.quietAt, in.hasQuietEnd = time.Time{}, false
 	in.hasVideo, in.frozen, in.black = false, false, false
+	in.movingAt, in.pictureAt = time.Time{}, time.Time{}
 }
 
 // Frame records one audio frame of the given size. A frame from an input
@@ -340,18 +352,24 @@ func (in *Input) pruneSRT(now time.Time) {
 	}
 }
 
-// Levels records each channel's RMS level in dBFS over the last
-// measurement interval (from the appliance's telemetry or a decoder).
-// -Inf and NaN count as silence.
-func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
+// Levels records each channel's RMS level in dBFS over a measurement
+// interval ending at at (from the appliance's telemetry or a decoder;
+// at may lie before the evaluations already made: a decoder reports its
+// blocks late, dated by when their audio arrived). -Inf and NaN count as
+// silence. silentFor, when the source measures silence itself (the
+// appliance's telemetry does), is how long every channel had been silent
+// by at: a silence that begins with this report is dated at-silentFor,
+// so a report sent once a second does not delay the detection by up to
+// a second. Reports must come in order of at.
+func (in *Input) Levels(at time.Time, rmsDBFS []float64, silentFor time.Duration) {
 	if len(rmsDBFS) == 0 {
 		return
 	}
-	if in.hasLevels && now.Sub(in.levelsAt) > in.th.Stale {
+	if in.hasLevels && at.Sub(in.levelsAt) > in.th.Stale {
 		// The reports stopped for a while: durations start again.
 		in.silent, in.imbalanced = false, false
 	}
-	in.hasLevels, in.levelsAt = true, now
+	in.hasLevels, in.levelsAt = true, at
 	lv := make([]float64, len(rmsDBFS))
 	for i, v := range rmsDBFS {
 		if math.IsNaN(v) || v < levelFloor {
@@ -366,10 +384,20 @@ func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
 		}
 	}
 	if allSilent {
+		in.quietAt = at
 		if !in.silent {
-			in.silent, in.silentSince = true, now
+			onset := at
+			if silentFor > 0 {
+				onset = at.Add(-silentFor)
+				if in.hasQuietEnd && onset.Before(in.quietEnd) {
+					// Never before the sound this input last reported.
+					onset = in.quietEnd
+				}
+			}
+			in.silent, in.silentSince = true, onset
 		}
 	} else {
+		in.quietEnd, in.hasQuietEnd = at, true
 		in.silent = false
 	}
 	imb := false
@@ -382,27 +410,51 @@ func (in *Input) Levels(now time.Time, rmsDBFS []float64) {
 	}
 	if imb {
 		if !in.imbalanced {
-			in.imbalanced, in.imbSince = true, now
+			in.imbalanced, in.imbSince = true, at
 		}
 	} else {
 		in.imbalanced = false
 	}
 }
 
-// Video records whether the input's video is currently frozen or black
-// (from the appliance's telemetry or a decoder).
-func (in *Input) Video(now time.Time, frozen, black bool) {
-	if in.hasVideo && now.Sub(in.videoAt) > in.th.Stale {
+// VideoState is what a source says of an input's picture.
+type VideoState struct {
+	Frozen, Black bool
+	// FrozenFor and BlackFor, when the source measures them (the
+	// appliance's telemetry does), are how long the picture had been
+	// frozen or black by the report: a state that begins with this report
+	// is dated that much earlier.
+	FrozenFor, BlackFor time.Duration
+}
+
+// Video records whether the input's video is frozen or black at at (from
+// the appliance's telemetry or a decoder).
+func (in *Input) Video(at time.Time, v VideoState) {
+	if in.hasVideo && at.Sub(in.videoAt) > in.th.Stale {
 		in.frozen, in.black = false, false
 	}
-	in.hasVideo, in.videoAt = true, now
-	if frozen && !in.frozen {
-		in.frozenSince = now
+	in.hasVideo, in.videoAt = true, at
+	// Never dated before the last report that said otherwise.
+	since := func(d time.Duration, lastOK time.Time) time.Time {
+		t := at.Add(-max(d, 0))
+		if t.Before(lastOK) {
+			t = lastOK
+		}
+		return t
 	}
-	if black && !in.black {
-		in.blackSince = now
+	if v.Frozen && !in.frozen {
+		in.frozenSince = since(v.FrozenFor, in.movingAt)
 	}
-	in.frozen, in.black = frozen, black
+	if v.Black && !in.black {
+		in.blackSince = since(v.BlackFor, in.pictureAt)
+	}
+	if !v.Frozen {
+		in.movingAt = at
+	}
+	if !v.Black {
+		in.pictureAt = at
+	}
+	in.frozen, in.black = v.Frozen, v.Black
 }
 
 // finding is one signal past its threshold.
@@ -447,7 +499,48 @@ func (in *Input) Evaluate(now time.Time) (Health, bool) {
 	}
 	changed := !in.evaluated || state != in.last.State || !slices.Equal(keys, in.lastKeys)
 	in.evaluated, in.last, in.lastKeys = true, h, keys
+	if now.After(in.lastEval) {
+		in.lastEval = now
+	}
 	return h, changed
+}
+
+// NextDeadline is when a signal that is pending (frames stopped, a
+// silence begun, ...) would cross its threshold if nothing more were
+// observed, and false when none is pending past the last Evaluate. The
+// owner evaluates again at that moment instead of waiting for its next
+// periodic tick, so a threshold is acted on when it is crossed.
+func (in *Input) NextDeadline() (time.Time, bool) {
+	if !in.connected {
+		return time.Time{}, false
+	}
+	var next time.Time
+	consider := func(on bool, t time.Time) {
+		if on && t.After(in.lastEval) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	th := in.th
+	ref := in.connectedAt
+	if in.hasFrame {
+		ref = in.lastFrame
+	}
+	consider(th.Stall > 0, ref.Add(th.Stall))
+	if in.hasLevels {
+		consider(th.SilenceFor > 0 && in.silent, in.silentSince.Add(th.SilenceFor))
+		consider(th.ImbalanceDB > 0 && th.ImbalanceFor > 0 && in.imbalanced, in.imbSince.Add(th.ImbalanceFor))
+	}
+	if in.hasVideo {
+		consider(th.FrozenVideoFor > 0 && in.frozen, in.frozenSince.Add(th.FrozenVideoFor))
+		consider(th.BlackVideoFor > 0 && in.black, in.blackSince.Add(th.BlackVideoFor))
+	}
+	return next, !next.IsZero()
+}
+
+// SilentSince is when the current silence began as the reports date it,
+// and false while the input is not silent.
+func (in *Input) SilentSince() (time.Time, bool) {
+	return in.silentSince, in.connected && in.hasLevels && in.silent
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
@@ -481,8 +574,14 @@ func (in *Input) findings(now time.Time) []finding {
 	}
 
 	// Bitrate against the input's own baseline; a stall says it better.
+	// AAC encoders spend few bits on silence, so a second that held any
+	// silence says nothing about the transport: the silence signal, with
+	// its own threshold, judges it (else a 1 s silence would fail over
+	// as a bitrate drop before silence_for).
 	in.roll(now)
-	if th.BitrateDropPercent > 0 && !stalled && in.hasFrame && in.completed >= int64(BaselineMinHistory/time.Second) && len(in.hist) > 0 {
+	lastSecond := in.epoch.Add(time.Duration(in.bucket-1) * time.Second)
+	quiet := in.hasLevels && (in.silent || !in.quietAt.Before(lastSecond))
+	if th.BitrateDropPercent > 0 && !stalled && !quiet && in.hasFrame && in.completed >= int64(BaselineMinHistory/time.Second) && len(in.hist) > 0 {
 		base := median(in.hist)
 		cur := in.hist[len(in.hist)-1]
 		limit := float64(base) * (100 - th.BitrateDropPercent) / 100

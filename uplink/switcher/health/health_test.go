@@ -16,14 +16,15 @@ import (
 //	connect 0s | disconnect 5s
 //	frames FROM TO EVERY BYTES          a frame every EVERY in [FROM, TO)
 //	srt AT RECV LOSS RETRANS RTT        cumulative counters
-//	levels AT DB...                     one report
+//	levels AT DB... [silent=DUR]        one report (silent=: the source's own silence duration)
 //	levels-every FROM TO EVERY DB...    a report every EVERY in [FROM, TO)
-//	video AT ok|frozen|black|frozen,black
+//	video AT ok|frozen|black|frozen,black [for=DUR]   (for=: the source's own duration)
 //	video-every FROM TO EVERY STATE
 //	expect AT STATE ["exact reason" ...]    with no reasons, healthy must have none
 //	expect AT STATE ~"substring"            some reason contains it
 //	since AT                            the last expectation's Health.Since
 //	changed AT true|false               Evaluate's changed result
+//	deadline AT none|DUR                NextDeadline after the observations at AT
 //
 // Observations and expectations at the same instant run in script order.
 
@@ -161,20 +162,50 @@ func runScript(t *testing.T, th Thresholds, script string) *Input {
 			recv, loss, re, rtt := num(t, f[2]), num(t, f[3]), num(t, f[4]), dur(t, f[5])
 			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.SRT(now, recv, loss, re, rtt) })
 		case "levels":
-			lv := floats(t, f[2:])
-			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Levels(now, lv) })
+			args := f[2:]
+			var silentFor time.Duration
+			if n := len(args); n > 0 && strings.HasPrefix(args[n-1], "silent=") {
+				silentFor = dur(t, strings.TrimPrefix(args[n-1], "silent="))
+				args = args[:n-1]
+			}
+			lv := floats(t, args)
+			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Levels(now, lv, silentFor) })
+		case "deadline":
+			add(dur(t, f[1]), line, text, func(t *testing.T, in *Input, _ time.Time, _ *scriptState) {
+				t.Helper()
+				got, ok := in.NextDeadline()
+				switch {
+				case f[2] == "none" && ok:
+					t.Errorf("line %d %q: deadline at %v, want none", line, text, got.Sub(t0))
+				case f[2] != "none" && (!ok || !got.Equal(t0.Add(dur(t, f[2])))):
+					t.Errorf("line %d %q: deadline %v (%v), want %s", line, text, got.Sub(t0), ok, f[2])
+				}
+			})
 		case "levels-every":
 			lv := floats(t, f[4:])
 			every(t, f, func(at time.Duration) {
-				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Levels(now, lv) })
+				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Levels(now, lv, 0) })
 			})
 		case "video":
 			fr, bl := video(t, f[2])
-			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, fr, bl) })
+			var d time.Duration
+			if len(f) > 3 {
+				d = dur(t, strings.TrimPrefix(f[3], "for="))
+			}
+			v := VideoState{Frozen: fr, Black: bl}
+			if fr {
+				v.FrozenFor = d
+			}
+			if bl {
+				v.BlackFor = d
+			}
+			add(dur(t, f[1]), line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, v) })
 		case "video-every":
 			fr, bl := video(t, f[4])
 			every(t, f, func(at time.Duration) {
-				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) { in.Video(now, fr, bl) })
+				add(at, line, text, func(_ *testing.T, in *Input, now time.Time, _ *scriptState) {
+					in.Video(now, VideoState{Frozen: fr, Black: bl})
+				})
 			})
 		case "expect":
 			want := parseState(t, f[2])
@@ -413,6 +444,52 @@ func TestScripts(t *testing.T) {
 			levels-every 7s 10s 100ms -49 -200
 			expect 7s healthy
 		`},
+		{"silence dated by the source's own measure", Thresholds{Stall: -1}, `
+			frames 0s 10s 20ms 400
+			levels 1s -20 -20
+			levels 2s -20 -20
+			# once-a-second reports: the first silent one says silent for 700 ms
+			levels 3s -70 -70 silent=700ms
+			expect 3s healthy
+			deadline 3s 4.3s
+			expect 4.299s healthy
+			expect 4.3s failed "silence: every channel below -50 dBFS for 2.0s"
+			since 4.3s
+			deadline 4.3s none
+		`},
+		{"silence never dated before the last sound", Thresholds{}, `
+			frames 0s 10s 20ms 400
+			levels 1s -20 -20
+			levels 1.5s -20 -20
+			levels 2s -70 -70 silent=900ms  # the source counts from before 1.5s
+			expect 3.499s healthy
+			expect 3.5s failed ~"silence"
+		`},
+		{"deadlines of pending signals", Thresholds{ImbalanceFor: time.Second}, `
+			connect 0s
+			deadline 0s 0.5s                # the first frame's stall threshold
+			frames 0s 1s 20ms 400
+			deadline 0.98s 1.48s
+			levels 0.5s -20 -45             # an imbalance, due at 1.5s
+			deadline 0.98s 1.48s
+			expect 1.48s failed ~"stall"
+			deadline 1.48s 1.5s             # what is past was evaluated
+			levels 1.49s -60 -60            # silence replaces the imbalance
+			deadline 1.49s 3.49s
+		`},
+		{"a silence is not a bitrate drop", Thresholds{}, `
+			# 160 kb/s of sound, then an encoder's small silent frames
+			frames 0s 12s 20ms 400
+			frames 12s 20s 20ms 10
+			levels-every 0s 12s 100ms -20 -20
+			levels-every 12s 15s 100ms -70 -70
+			levels-every 15s 20s 100ms -20 -20
+			expect 13s healthy              # a silent second: the silence signal judges it
+			expect 13.999s healthy
+			expect 14s failed ~"silence"
+			expect 15s healthy              # the sound is back in the last second
+			expect 16s degraded ~"bitrate: 4 kb/s"  # a loud second at a silent rate
+		`},
 		{"silence from -Inf levels", Thresholds{SilenceFor: time.Second}, `
 			frames 0s 10s 20ms 400
 			levels-every 0s 10s 500ms -Inf NaN
@@ -469,6 +546,19 @@ func TestScripts(t *testing.T) {
 			since 3s
 			video 5s ok
 			expect 5s healthy
+		`},
+		{"video states dated by the source's own measure", Thresholds{Stall: -1}, `
+			frames 0s 10s 20ms 400
+			video 1s ok
+			video 2s frozen for=700ms     # once-a-second reports: frozen since 1.3s
+			deadline 2s 3.3s
+			expect 3.299s healthy
+			expect 3.3s failed "video: frozen for 2.0s (threshold 2.0s)"
+			video 4s ok
+			expect 4s healthy
+			video 5s black for=3s         # not before the report of a picture at 4s
+			expect 5.999s healthy
+			expect 6s failed "video: black for 2.0s (threshold 2.0s)"
 		`},
 		{"black video", Thresholds{BlackVideoFor: time.Second}, `
 			frames 0s 20s 20ms 400

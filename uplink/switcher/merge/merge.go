@@ -312,6 +312,7 @@ type Merge struct {
 	winMin    time.Duration // lowest lateness seen in the current drift window
 	winStart  time.Time
 	lastFrame time.Time     // last time any input delivered a frame
+	lastTick  time.Time     // the latest Tick: deadlines up to it are done
 	hold      time.Duration // cfg.Hold widened to cover the inputs' own jitter
 	inHole    bool
 
@@ -806,7 +807,10 @@ func (m *Merge) mapInput(now time.Time, r Role, idx int64) {
 	in.hasZero = false
 }
 
-// NextDeadline is when Tick next has work, and false when the stream is offline.
+// NextDeadline is when Tick next has work, and false when the stream is
+// offline: the next frame's deadline, the grace period's end, or the
+// moment an input's frames will have stopped for the stall threshold, so
+// a stall is acted on when it is crossed, not at the next frame.
 func (m *Merge) NextDeadline() (time.Time, bool) {
 	if !m.online {
 		return time.Time{}, false
@@ -814,6 +818,12 @@ func (m *Merge) NextDeadline() (time.Time, bool) {
 	d := m.deadline(m.next)
 	if g := m.lastFrame.Add(m.cfg.Grace); g.Before(d) {
 		d = g
+	}
+	for i := range m.in {
+		in := &m.in[i]
+		if s := in.lastSeen.Add(m.cfg.Stall); in.present && !in.lastSeen.IsZero() && s.After(m.lastTick) && s.Before(d) {
+			d = s
+		}
 	}
 	return d, true
 }
@@ -823,6 +833,9 @@ func (m *Merge) NextDeadline() (time.Time, bool) {
 // call.
 func (m *Merge) Tick(now time.Time) ([]Output, []Event) {
 	m.out = m.out[:0]
+	if now.After(m.lastTick) {
+		m.lastTick = now
+	}
 	if m.online {
 		m.decide(now)
 		m.driftWindow(now)

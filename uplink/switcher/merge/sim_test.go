@@ -554,3 +554,22 @@ func TestDriftDoesNotInflateHold(t *testing.T) {
 		t.Fatalf("%d holes", s.holes())
 	}
 }
+
+func TestStallSwitchesWhenTheThresholdIsCrossed(t *testing.T) {
+	s := newSim(t, Config{Stall: 500 * time.Millisecond}, aac48)
+	frames := int64(20 * framesPerSec48k)
+	s.feed(Primary, path{delay: 20 * time.Millisecond, down: cuts([2]time.Duration{sec(10), sec(30)}), tag: 'P'}, "enc-a", t0, 0, 0, frames, 0)
+	s.feed(Fallback, path{delay: 30 * time.Millisecond, tag: 'F'}, "enc-b", t0.Add(7*time.Millisecond), 0, 0, frames, 0)
+	s.run(t0.Add(sec(12)))
+	sw := s.switches()
+	if len(sw) != 1 || sw[0].To != Fallback {
+		t.Fatalf("switches %v, want one to the fallback", sw)
+	}
+	// The last primary frame sent before the cut (frame 468, 9.984 s)
+	// arrives 20 ms later; the switch is due exactly 500 ms after that,
+	// not at the next frame deadline after it.
+	lastArrival := t0.Add(s.m.sinceZero(468) + 20*time.Millisecond)
+	if got := sw[0].Time.Sub(lastArrival); got != 500*time.Millisecond {
+		t.Fatalf("switched %v after the last primary frame arrived, want the 500 ms stall threshold exactly", got)
+	}
+}
