@@ -124,6 +124,9 @@ type stream struct {
 	adtsBuf []byte
 	events  eventRing
 	started time.Time
+	// stopping waits for level decoders being shut down off the stream
+	// goroutine (reaping a process can take a while).
+	stopping sync.WaitGroup
 }
 
 func newStream(srv *Server, name string) *stream {
@@ -175,6 +178,7 @@ func (s *stream) run(ctx context.Context) {
 				s.stopLevels(in)
 			}
 		}
+		s.stopping.Wait()
 	}()
 	for {
 		// Wake for the merge's next frame, or for the moment an input's
@@ -543,12 +547,13 @@ func (s *stream) startLevels(in *input) {
 }
 
 // stopLevels stops an input's decoder (it detached, was refused, or
-// sends telemetry after all) and waits for its process to exit.
+// sends telemetry after all). The process is reaped off the stream
+// goroutine, which is on the media path; run waits for it before it returns.
 func (s *stream) stopLevels(in *input) {
 	if in.levels == nil {
 		return
 	}
-	in.levels.Close()
+	s.stopping.Go(in.levels.Close)
 	in.levels = nil
 }
 
