@@ -867,7 +867,7 @@ func (m *Merge) Tick(now time.Time) ([]Output, []Event) {
 		}
 		// Video that arrived after its instant's audio still goes out
 		// while it follows the last frame emitted.
-		m.releaseVideo(now, m.audio.FramePTS(m.next-1)+1)
+		m.releaseVideo(now, m.audio.FramePTS(m.next-1))
 		if now.Sub(m.lastFrame) >= m.cfg.Grace {
 			m.goOffline(now)
 		}
@@ -906,6 +906,10 @@ func (m *Merge) take(r Role, n int64) (media.Frame, bool) {
 
 func (m *Merge) emitNext(now time.Time) {
 	n := m.next
+	// The video before this instant goes first, so the output is in
+	// timestamp order (an HLS segment cut at a keyframe gets no audio of
+	// the next one).
+	m.releaseVideo(now, m.audio.FramePTS(n))
 	m.next++
 	a, o := m.active, m.active.Other()
 	fa, okA := m.take(a, n)
@@ -940,7 +944,6 @@ func (m *Merge) emitNext(now time.Time) {
 		}
 	}
 	m.out = append(m.out, out)
-	m.releaseVideo(now, pts+1)
 }
 
 func (m *Merge) goOffline(now time.Time) {

@@ -11,8 +11,8 @@ import (
 // Video. The output timeline is the audio's: an input's video frames are
 // moved by the same offset as its audio (vOffset, fixed when its audio is
 // mapped), so lip sync survives every switch. A video frame is decided
-// when the output's audio reaches its DTS: by then it has had the same
-// hold to arrive as the audio of that instant.
+// when the first output audio frame after its DTS is due: by then it has
+// had the same hold to arrive as the audio of that instant.
 //
 // The output video follows one source at a time and changes source only
 // at a keyframe of the new source, so a decoder never receives P-frames
