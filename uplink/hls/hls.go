@@ -23,8 +23,12 @@
 // the target, or when the segment already lasts the target. A segment then
 // starts with a keyframe carrying SPS/PPS (the switcher's merge puts them
 // in every keyframe) and lasts at most the target while the GOP is no
-// longer than it. Only when no keyframe comes for more than the target (a
-// video gap) do the audio frames cut as above. Audio and video of one
+// longer than it. Where the keyframe due at the target is missing (a video
+// gap at a splice) the first audio frame from the target on cuts, so such a
+// segment lasts at most one audio frame more than the target (rounded, as
+// EXT-X-TARGETDURATION counts, still the target); the next segment starts
+// with audio and is cut again at the first keyframe, so that video
+// segments start with one. Audio and video of one
 // instant stay in one segment: the writer hands frames in timestamp order,
 // and the audio gathered for a PES is written before each video frame.
 //
@@ -189,7 +193,10 @@ func (s *Segmenter) WriteFrame(f media.Frame) {
 		s.finish(s.frameEnd(s.curLast))
 		s.needDisc = true
 	}
-	if s.cur != nil && s.frameEnd(f.PTS)-s.curFirst > s.target && (!s.withVideo() || !s.hasKey || f.PTS-s.lastKey > s.target) {
+	// Audio-only segments end before the target; with video the keyframe
+	// due at the target comes after the audio frame that spans it, so
+	// audio cuts only from the target on.
+	if s.cur != nil && (!s.withVideo() && s.frameEnd(f.PTS)-s.curFirst > s.target || s.withVideo() && f.PTS-s.curFirst >= s.target) {
 		s.finish(f.PTS)
 	}
 	if s.cur == nil {
@@ -352,12 +359,11 @@ func (s *Segmenter) finish(end int64) {
 	s.render()
 }
 
-// targetSeconds is EXT-X-TARGETDURATION: the ceiling of the longest
-// segment so far, and never less than the ceiling of the target, so that
-// it does not change as segments come.
+// targetSeconds is EXT-X-TARGETDURATION: the ceiling of the target, or
+// more if a segment rounded to the nearest second (RFC 8216 4.3.3.1) is
+// longer, so that it does not change as segments come.
 func (s *Segmenter) targetSeconds() int64 {
-	d := max(s.target, s.maxDur)
-	return (d + media.ClockRate - 1) / media.ClockRate
+	return max((s.target+media.ClockRate-1)/media.ClockRate, (s.maxDur+media.ClockRate/2)/media.ClockRate)
 }
 
 // window returns the segments the playlist lists.
