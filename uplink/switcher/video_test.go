@@ -3,16 +3,24 @@ package switcher_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"tandem/scripts/e2e"
+	"tandem/uplink/media"
+	"tandem/uplink/mpegts"
+	"tandem/uplink/srt"
+	"tandem/uplink/streamid"
 	"tandem/uplink/switcher"
+	"tandem/uplink/testpub"
 )
 
 // avSource runs ffmpeg as a third-party A/V encoder: a test pattern and a
@@ -221,4 +229,185 @@ func TestAVFailoverRTMP(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	checkAVFailover(t, srv, "live/avr", primary)
+}
+
+// encodeAV encodes a 10 s test pattern and tone once, like one of the
+// appliance's feeds: H.264 with a fixed GOP of 25 frames (one second) and
+// B-frames, AAC at 48 kHz. Feeds of different bitrates have the same
+// frame types at the same timestamps.
+func encodeAV(t *testing.T, videoRate string) *testpub.Recording {
+	t.Helper()
+	ffmpeg := e2e.Need(t, "ffmpeg")
+	out := filepath.Join(t.TempDir(), "av-"+videoRate+".ts")
+	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error",
+		"-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "10", "-c:v", "libx264", "-preset", "veryfast", "-b:v", videoRate, "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
+		"-bf", "2", "-x264-params", "b-adapt=0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("encode A/V clip: %v: %s", err, b)
+	}
+	rec, err := testpub.LoadTS(out, 8*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// Two feeds of one capture session, A/V: an operator's switches move the
+// video at the next keyframe with not a frame missing or doubled.
+func TestAVAlignedSwitchIsFrameExact(t *testing.T) {
+	primaryRec, fallbackRec := encodeAV(t, "600k"), encodeAV(t, "200k")
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now().Add(300 * time.Millisecond)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for _, feed := range []struct {
+		role streamid.Role
+		rec  *testpub.Recording
+	}{{streamid.RolePrimary, primaryRec}, {streamid.RoleFallback, fallbackRec}} {
+		id := streamid.ID{App: "live", Name: "al", Mode: streamid.ModePublish, Session: "avsess", Role: feed.role}
+		s, err := testpub.DialSRT(ctx, srv.SRTAddr().String(), srt.Options{StreamID: id.String()}, feed.rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			feed.rec.Replay(ctx, start, 1<<33-5*90000, s.Send) // wraps 5 s in
+		}()
+	}
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/al")
+		return st != nil && st.Mode == "aligned"
+	}) {
+		t.Fatalf("A/V feeds not aligned: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/al"))
+	}
+	ffmpeg := e2e.Need(t, "ffmpeg")
+	out := filepath.Join(t.TempDir(), "pull.ts")
+	if d := os.Getenv("TANDEM_TEST_KEEP"); d != "" {
+		out = filepath.Join(d, "aligned-pull.ts")
+	}
+	url := fmt.Sprintf("srt://%s?streamid=#!::r=live/al,m=request&latency=120000", srv.SRTAddr())
+	pull := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-i", url, "-t", "9", "-map", "0", "-c", "copy", "-copyts", "-f", "mpegts", out)
+	var stderr strings.Builder
+	pull.Stderr = &stderr
+	if err := pull.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Our own puller sees the timestamps and keyframe flags exactly as the
+	// switcher sent them.
+	type pulled struct {
+		dts int64
+		key bool
+	}
+	var mine []pulled
+	pullDone := make(chan struct{})
+	go func() {
+		defer close(pullDone)
+		pctx, pcancel := context.WithTimeout(ctx, 9*time.Second)
+		defer pcancel()
+		c, err := srt.Dial(pctx, srv.SRTAddr().String(), srt.Options{StreamID: "#!::r=live/al,m=request"})
+		if err != nil {
+			t.Errorf("pull: %v", err)
+			return
+		}
+		defer c.Close()
+		dmx := mpegts.NewDemuxer(mpegts.Handler{OnFrame: func(pid uint16, f media.Frame) {
+			if f.Kind == media.KindVideo {
+				mine = append(mine, pulled{f.DTS, f.Key})
+			}
+		}})
+		buf := make([]byte, srt.ReadBufferSize)
+		for {
+			n, err := c.ReadMessage(pctx, buf)
+			if err != nil {
+				return
+			}
+			dmx.Feed(buf[:n])
+		}
+	}()
+	pin := func(input string) {
+		resp, err := http.Post(base+"/api/v1/streams/live/al/active", "application/json", strings.NewReader(`{"input":"`+input+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("pin %s: %d", input, resp.StatusCode)
+		}
+	}
+	time.Sleep(3500 * time.Millisecond)
+	pin("fallback")
+	time.Sleep(2500 * time.Millisecond)
+	pin("auto")
+	if err := pull.Wait(); err != nil {
+		t.Fatalf("ffmpeg pull: %v: %s", err, stderr.String())
+	}
+
+	<-pullDone
+	v := probeVideo(t, out)
+	if len(v.dts) < 100 {
+		t.Fatalf("pulled only %d video frames", len(v.dts))
+	}
+	var keys []int64
+	for _, p := range mine {
+		if p.key {
+			keys = append(keys, p.dts)
+		}
+	}
+	t.Logf("pulled %d video frames, keyframes at DTS %v", len(mine), keys)
+	// ffmpeg moves the timestamps it copies (by its mux delay): exact
+	// positions come from our puller, ffmpeg's file must only be as
+	// continuous.
+	for i := 1; i < len(v.dts); i++ {
+		if v.dts[i]-v.dts[i-1] != 3600 {
+			t.Fatalf("ffmpeg's pulled video: DTS step %d at frame %d, a frame missing or doubled", v.dts[i]-v.dts[i-1], i)
+		}
+	}
+	at := map[int64]int{}
+	for i, p := range mine {
+		at[p.dts&(1<<33-1)] = i
+		if i > 0 && p.dts-mine[i-1].dts != 3600 {
+			t.Fatalf("pulled video DTS step %d at frame %d: a frame missing or doubled", p.dts-mine[i-1].dts, i)
+		}
+	}
+	// The switches the merge reports happened at keyframes the puller got,
+	// right after the previous frame.
+	var switches int
+	for _, e := range e2e.GetEvents(t, base, nil) {
+		if e.Kind != "video" || !strings.Contains(e.Reason, "replaces") {
+			continue
+		}
+		var dts int64
+		fmt.Sscanf(e.Reason[strings.LastIndex(e.Reason, " ")+1:], "%d", &dts)
+		i, ok := at[dts&(1<<33-1)]
+		t.Logf("video event: %s (pulled frame %d)", e.Reason, i)
+		if !ok {
+			continue // before or after the pull
+		}
+		switches++
+		if !mine[i].key {
+			t.Errorf("video switched at pulled frame %d, which is not a keyframe", i)
+		}
+	}
+	if switches != 2 {
+		t.Errorf("%d video switches in the pulled stream, want 2 (to the fallback and back)", switches)
+	}
+	if errs := decodeErrors(t, "-i", out); errs != "" {
+		t.Errorf("pulled A/V does not decode cleanly:\n%.2000s", errs)
+	}
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/al")
+	for _, e := range e2e.GetEvents(t, base, nil) {
+		if strings.HasPrefix(e.Kind, "hole") || e.Kind == "hold" || e.Kind == "publish" {
+			t.Logf("event %s %s %s", e.Time.Format("15:04:05.000"), e.Kind, e.Reason)
+		}
+	}
+	if st.Output.HolesFilled != 0 {
+		t.Errorf("aligned output filled %d holes", st.Output.HolesFilled)
+	}
 }
