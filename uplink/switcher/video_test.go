@@ -23,15 +23,15 @@ import (
 	"tandem/uplink/testpub"
 )
 
-// avSource runs ffmpeg as a third-party A/V encoder: a test pattern and a
-// sine, H.264 with a keyframe every second and AAC, sent to url in the
+// avSource runs ffmpeg as a third-party A/V encoder: a test pattern (a
+// lavfi source with its options) and a sine, H.264 with a keyframe every second and AAC, sent to url in the
 // given muxer format (mpegts over SRT, flv over RTMP). It is killed when
 // the test ends.
 func avSource(t *testing.T, url, pattern string, freq int, format string) *exec.Cmd {
 	t.Helper()
 	ffmpeg := e2e.Need(t, "ffmpeg")
 	cmd := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", pattern+"=size=320x240:rate=25",
+		"-f", "lavfi", "-i", pattern,
 		"-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq),
 		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p",
 		"-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", format, url)
@@ -127,7 +127,7 @@ func checkAVFailover(t *testing.T, srv *switcher.Server, stream string, primary 
 		case d <= 0:
 			t.Fatalf("pulled video DTS not rising at packet %d: %d then %d", i, v.dts[i-1], v.dts[i])
 		case d == 3600:
-		case splice < 0 && d <= 3*90000/2:
+		case splice < 0 && d > 3600 && d <= 3*90000/2:
 			splice = i
 			t.Logf("pulled video: the splice skips %d ms of video at frame %d", (d-3600)/90, i)
 		default:
@@ -199,7 +199,7 @@ func TestAVFailoverSRT(t *testing.T) {
 	base := "http://" + srv.HTTPAddr().String()
 	pub := func(name, pattern string, freq int) *exec.Cmd {
 		url := fmt.Sprintf("srt://%s?streamid=#!::r=live/%s,m=publish&latency=120000", srv.SRTAddr(), name)
-		return avSource(t, url, pattern, freq, "mpegts")
+		return avSource(t, url, pattern+"=size=320x240:rate=25", freq, "mpegts")
 	}
 	primary := pub("av", "testsrc", 440)
 	time.Sleep(300 * time.Millisecond)
@@ -218,9 +218,9 @@ func TestAVFailoverRTMP(t *testing.T) {
 	srv := startSwitcher(t, nil)
 	base := "http://" + srv.HTTPAddr().String()
 	rt := "rtmp://" + srv.RTMPAddr().String()
-	primary := avSource(t, rt+"/live/avr", "testsrc", 440, "flv")
+	primary := avSource(t, rt+"/live/avr", "testsrc=size=320x240:rate=25", 440, "flv")
 	time.Sleep(300 * time.Millisecond)
-	avSource(t, rt+"/live/avr_fallback", "testsrc2", 660, "flv")
+	avSource(t, rt+"/live/avr_fallback", "testsrc2=size=320x240:rate=25", 660, "flv")
 	if !e2e.WaitFor(15*time.Second, func() bool {
 		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/avr")
 		return st != nil && len(st.Inputs) == 2 && st.Active == "primary"
@@ -409,5 +409,42 @@ func TestAVAlignedSwitchIsFrameExact(t *testing.T) {
 	}
 	if st.Output.HolesFilled != 0 {
 		t.Errorf("aligned output filled %d holes", st.Output.HolesFilled)
+	}
+}
+
+// A fallback whose video does not match the primary's is refused with an
+// event naming the difference; the stream goes on with the primary.
+func TestAVMismatchedFallbackRefused(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	base := "http://" + srv.HTTPAddr().String()
+	url := func(name string) string {
+		return fmt.Sprintf("srt://%s?streamid=#!::r=live/%s,m=publish&latency=120000", srv.SRTAddr(), name)
+	}
+	avSource(t, url("mm"), "testsrc=size=320x240:rate=25", 440, "mpegts")
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/mm")
+		return st != nil && st.State == "online"
+	}) {
+		t.Fatal("primary never online")
+	}
+	avSource(t, url("mm_fallback"), "testsrc=size=640x360:rate=25", 660, "mpegts")
+	var refusal string
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		for _, e := range e2e.GetEvents(t, base, nil) {
+			if e.Kind == "input-refused" && e.Input == "fallback" {
+				refusal = e.Reason
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the 640x360 fallback was not refused")
+	}
+	if !strings.Contains(refusal, "resolution mismatch: primary has 320x240, this input has 640x360") {
+		t.Errorf("refusal %q does not name the resolutions", refusal)
+	}
+	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/mm")
+	if st.State != "online" || st.Active != "primary" {
+		t.Errorf("stream after the refusal: %+v", st)
 	}
 }

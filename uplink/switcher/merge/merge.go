@@ -299,6 +299,13 @@ type input struct {
 	video    []media.Frame
 	vOffset  int64
 	videoCfg media.VideoConfig
+	// vDelay holds the input's video back by less than a frame after a
+	// splice (see releaseVideo); vInterval is its frame interval and
+	// vLastDTS its last pushed DTS, to measure it.
+	vDelay    int64
+	vInterval int64
+	vLastDTS  int64
+	vHasLast  bool
 }
 
 // Merge is the state of one stream's merge. It is not safe for concurrent

@@ -83,6 +83,10 @@ func (m *Merge) pushVideo(now time.Time, r Role, f media.Frame) {
 		dts = pts
 	}
 	f.PTS, f.DTS = pts, dts
+	if in.vHasLast && dts > in.vLastDTS && dts-in.vLastDTS < media.ClockRate {
+		in.vInterval = dts - in.vLastDTS
+	}
+	in.vLastDTS, in.vHasLast = dts, true
 	if len(in.video) >= maxVideoQueue {
 		in.video = in.video[1:]
 		m.videoCounters.Dropped++
@@ -91,7 +95,10 @@ func (m *Merge) pushVideo(now time.Time, r Role, f media.Frame) {
 }
 
 // outDTS is the output DTS of input r's queued frame i.
-func (m *Merge) outDTS(r Role, i int) int64 { return m.in[r].video[i].DTS + m.in[r].vOffset }
+func (m *Merge) outDTS(r Role, i int) int64 {
+	in := &m.in[r]
+	return in.video[i].DTS + in.vOffset + in.vDelay
+}
 
 // releaseVideo emits the video frames whose output DTS is before h (the
 // audio emitted so far), switching source where the rules above allow.
@@ -100,9 +107,23 @@ func (m *Merge) releaseVideo(now time.Time, h int64) {
 	target := m.videoTarget(h)
 	if !v.on || v.source != target {
 		if k, ok := m.keyframe(target, h); ok {
+			in := &m.in[target]
+			in.vDelay = 0
 			dk := m.outDTS(target, k)
 			if v.on {
 				m.emitVideo(v.source, dk) // the old source up to the switch
+				if v.source != target {
+					m.in[v.source].vDelay = 0
+				}
+			}
+			// Spliced encoders' frames fall at different instants: a
+			// keyframe less than a frame after the last frame sent would
+			// make players see two frames at once, so the new source's
+			// video is held back by that fraction of a frame (lip sync
+			// stays within one frame). Aligned feeds share instants.
+			if v.started && in.vInterval > 0 && dk-v.lastDTS < in.vInterval {
+				in.vDelay = v.lastDTS + in.vInterval - dk
+				dk += in.vDelay
 			}
 			m.dropVideo(target, k)
 			from, was := v.source, v.on
@@ -190,8 +211,8 @@ func (m *Merge) emitVideo(r Role, limit int64) {
 		f := in.video[0]
 		in.video[0] = media.Frame{}
 		in.video = in.video[1:]
-		f.PTS += in.vOffset
-		f.DTS += in.vOffset
+		f.PTS += in.vOffset + in.vDelay
+		f.DTS += in.vOffset + in.vDelay
 		if v.started && f.DTS <= v.lastDTS {
 			m.videoCounters.Dropped++
 			continue
@@ -235,6 +256,7 @@ func (m *Merge) resetVideo(r Role) {
 	in := &m.in[r]
 	clear(in.video)
 	in.video = in.video[:0]
+	in.vDelay, in.vHasLast = 0, false
 	if m.video.source == r {
 		m.video.on = false
 	}

@@ -93,6 +93,11 @@ func checkDecodable(t *testing.T, vs []videoOutFrame) {
 			if !v.key {
 				t.Fatalf("video frame %d (sender %d frame %d) starts a run without a keyframe", i, v.tag, v.index)
 			}
+			// Players show one frame per instant: a new sender's first
+			// frame comes at least a frame after the last one.
+			if i > 0 && v.dts-vs[i-1].dts < videoTick {
+				t.Fatalf("video frame %d (sender %c) only %d ticks after the last", i, v.tag, v.dts-vs[i-1].dts)
+			}
 			continue
 		}
 		p := vs[i-1]
@@ -235,7 +240,7 @@ func TestVideoSpliceKillPrimary(t *testing.T) {
 	pb := path{delay: 30 * time.Millisecond, tag: 'B'}
 	s.feed(Primary, pa, "", t0, 5000, 0, frames, 0)
 	s.feedVideo(Primary, pa, videoFeed{gop: 25}, t0, 5000, 0, 300)
-	startB := t0.Add(sec(0.5))
+	startB := t0.Add(sec(0.5) + 27*time.Millisecond) // its frames fall between the primary's
 	s.feed(Fallback, pb, "", startB, 777777, 0, frames, 0)
 	s.feedVideo(Fallback, pb, videoFeed{gop: 25, keyPhase: 7, reorder: 2 * videoTick}, startB, 777777, 0, 280)
 	s.disconnectAt(Primary, t0.Add(sec(4.2)))
@@ -287,15 +292,19 @@ func TestVideoSpliceKeepsOldVideoUntilKeyframe(t *testing.T) {
 	pb := path{delay: 20 * time.Millisecond, tag: 'B'}
 	s.feed(Primary, pa, "", t0, 0, 0, frames, 0)
 	s.feedVideo(Primary, pa, videoFeed{gop: 50}, t0, 0, 0, 250)
-	s.feed(Fallback, pb, "", t0, 123456, 0, frames, 0)
-	s.feedVideo(Fallback, pb, videoFeed{gop: 50, keyPhase: 20}, t0, 123456, 0, 250)
+	// The fallback's frames fall 27 ms after the primary's.
+	startB := t0.Add(27 * time.Millisecond)
+	s.feed(Fallback, pb, "", startB, 123456, 0, frames, 0)
+	s.feedVideo(Fallback, pb, videoFeed{gop: 50, keyPhase: 20}, startB, 123456, 0, 250)
 	s.at(sec(3.1), func(m *Merge, now time.Time) { _ = m.Pin(now, Fallback) })
 	s.run(t0.Add(11 * time.Second))
 
 	vs := s.videoOut()
 	checkDecodable(t, vs)
 	// The audio switches at 3.1 s; the video keeps the primary's frames
-	// until the fallback's keyframe (frame 80, 3.2 s): no frame missing.
+	// until the fallback's keyframe (frame 80, 3.227 s): no frame missing,
+	// and the fallback's video held back by 13 ms so that it follows the
+	// primary's last frame by one frame interval.
 	for i := 1; i < len(vs); i++ {
 		if vs[i].dts-vs[i-1].dts != videoTick {
 			t.Fatalf("video DTS step %d at frame %d (%c%d), want one frame", vs[i].dts-vs[i-1].dts, i, vs[i].tag, vs[i].index)
