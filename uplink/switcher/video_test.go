@@ -92,10 +92,65 @@ func decodeErrors(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// checkAVFailover pulls the stream over SRT while the primary publisher is
-// killed, then checks the pulled TS and the HLS output: both decode with
-// no error, video goes on across the switch with rising DTS, and HLS
-// segments start on keyframes within the target.
+// pulledVideo is a video frame as the switcher's SRT pull sent it.
+type pulledVideo struct {
+	dts int64
+	key bool
+}
+
+// pullVideo reads the stream's SRT pull output with our own demuxer for d
+// and returns its video frames on the channel: ffmpeg moves the timestamps
+// it copies (by its mux delay), so exact positions come from here.
+func pullVideo(t *testing.T, srv *switcher.Server, stream string, d time.Duration) <-chan []pulledVideo {
+	res := make(chan []pulledVideo, 1)
+	go func() {
+		var got []pulledVideo
+		defer func() { res <- got }()
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		c, err := srt.Dial(ctx, srv.SRTAddr().String(), srt.Options{StreamID: "#!::r=" + stream + ",m=request"})
+		if err != nil {
+			t.Errorf("pull %s: %v", stream, err)
+			return
+		}
+		defer c.Close()
+		dmx := mpegts.NewDemuxer(mpegts.Handler{OnFrame: func(pid uint16, f media.Frame) {
+			if f.Kind == media.KindVideo {
+				got = append(got, pulledVideo{f.DTS, f.Key})
+			}
+		}})
+		buf := make([]byte, srt.ReadBufferSize)
+		for {
+			n, err := c.ReadMessage(ctx, buf)
+			if err != nil {
+				return
+			}
+			dmx.Feed(buf[:n])
+		}
+	}()
+	return res
+}
+
+// videoSwitches are the output DTS of the keyframes where the merge
+// changed the video source, from its "video" events.
+func videoSwitches(t *testing.T, base string) []int64 {
+	var at []int64
+	for _, e := range e2e.GetEvents(t, base, nil) {
+		if e.Kind != "video" || !strings.Contains(e.Reason, "replaces") {
+			continue
+		}
+		var dts int64
+		fmt.Sscanf(e.Reason[strings.LastIndex(e.Reason, " ")+1:], "%d", &dts)
+		at = append(at, dts&(1<<33-1))
+	}
+	return at
+}
+
+// checkAVFailover pulls the stream over SRT (ffmpeg and our own puller)
+// while the primary publisher is killed, then checks the pulled TS and the
+// HLS output: both decode with no error, video goes on across the switch
+// with rising DTS from a keyframe of the fallback, and HLS segments start on
+// keyframes within the target.
 func checkAVFailover(t *testing.T, srv *switcher.Server, stream string, primary *exec.Cmd) {
 	t.Helper()
 	ffmpeg := e2e.Need(t, "ffmpeg")
@@ -108,6 +163,7 @@ func checkAVFailover(t *testing.T, srv *switcher.Server, stream string, primary 
 	if err := pull.Start(); err != nil {
 		t.Fatal(err)
 	}
+	mine := pullVideo(t, srv, stream, 9*time.Second)
 	time.Sleep(4 * time.Second)
 	killedAt := time.Now()
 	primary.Process.Signal(syscall.SIGKILL)
@@ -116,33 +172,43 @@ func checkAVFailover(t *testing.T, srv *switcher.Server, stream string, primary 
 	}
 	after := time.Since(killedAt)
 
+	// ffmpeg's copy: DTS rising, one frame (3600 ticks at 25 fps) apart
+	// except at the splice, where the fallback's video starts at its next
+	// keyframe: no more than a GOP plus the stall detection.
 	v := probeVideo(t, out)
-	// One splice: every DTS step is one frame (3600 ticks at 25 fps)
-	// except at most one, the switch, where the fallback's video starts at
-	// its next keyframe: no more than a GOP plus the stall detection.
-	splice := -1
 	for i := 1; i < len(v.dts); i++ {
-		d := v.dts[i] - v.dts[i-1]
-		switch {
-		case d <= 0:
-			t.Fatalf("pulled video DTS not rising at packet %d: %d then %d", i, v.dts[i-1], v.dts[i])
-		case d == 3600:
-		case splice < 0 && d > 3600 && d <= 3*90000/2:
-			splice = i
-			t.Logf("pulled video: the splice skips %d ms of video at frame %d", (d-3600)/90, i)
-		default:
-			t.Fatalf("pulled video: DTS step of %d ticks at frame %d (splice at %d)", d, i, splice)
+		if d := v.dts[i] - v.dts[i-1]; d < 3600 || d > 3*90000/2 {
+			t.Fatalf("ffmpeg's pulled video: DTS step of %d ticks at frame %d", d, i)
 		}
 	}
-	t.Logf("pulled %d video frames (%d keyframes) in %.1f s, the kill %.1f s before the end", len(v.dts), v.keys, float64(v.dts[len(v.dts)-1]-v.dts[0])/90000, after.Seconds())
-	if splice < 0 {
-		splice = 0 // the sources' video met without a gap
-	} else if !v.key[splice] {
-		t.Errorf("the video after the splice starts with a frame that is not a keyframe (frame %d)", splice)
+	t.Logf("ffmpeg pulled %d video frames (%d keyframes) in %.1f s, the kill %.1f s before the end", len(v.dts), v.keys, float64(v.dts[len(v.dts)-1]-v.dts[0])/90000, after.Seconds())
+
+	// Our puller: the switch the merge reports is at a keyframe it got,
+	// with video before it and for the seconds after the kill.
+	frames := <-mine
+	sw := videoSwitches(t, base)
+	if len(sw) != 1 {
+		t.Fatalf("%d video switches reported, want 1 (to the fallback)", len(sw))
 	}
-	// Video before the kill and for the seconds after it, on the fallback.
-	if splice < 25 || len(v.dts)-splice < int((after.Seconds()-2)*25) {
-		t.Errorf("video frames: %d before the splice, %d after it (%.1f s after the kill)", splice, len(v.dts)-splice, after.Seconds())
+	at := -1
+	for i, f := range frames {
+		if i > 0 && f.dts-frames[i-1].dts < 3600 {
+			t.Fatalf("pulled video: DTS step of %d ticks at frame %d", f.dts-frames[i-1].dts, i)
+		}
+		if f.dts&(1<<33-1) == sw[0] {
+			at = i
+		}
+	}
+	if at < 0 {
+		t.Fatalf("the switch at DTS %d is not in the %d pulled video frames", sw[0], len(frames))
+	}
+	gap := frames[at].dts - frames[at-1].dts - 3600
+	t.Logf("video switched at pulled frame %d of %d, after %d ms without video", at, len(frames), gap/90)
+	if !frames[at].key {
+		t.Errorf("the fallback's video starts with a frame that is not a keyframe (pulled frame %d)", at)
+	}
+	if at < 25 || len(frames)-at < int((after.Seconds()-2)*25) {
+		t.Errorf("video frames: %d before the switch, %d after it (%.1f s after the kill)", at, len(frames)-at, after.Seconds())
 	}
 	if errs := decodeErrors(t, "-i", out); errs != "" {
 		t.Errorf("pulled A/V across the kill does not decode cleanly:\n%.2000s", errs)
@@ -299,38 +365,7 @@ func TestAVAlignedSwitchIsFrameExact(t *testing.T) {
 	if err := pull.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Our own puller sees the timestamps and keyframe flags exactly as the
-	// switcher sent them.
-	type pulled struct {
-		dts int64
-		key bool
-	}
-	var mine []pulled
-	pullDone := make(chan struct{})
-	go func() {
-		defer close(pullDone)
-		pctx, pcancel := context.WithTimeout(ctx, 9*time.Second)
-		defer pcancel()
-		c, err := srt.Dial(pctx, srv.SRTAddr().String(), srt.Options{StreamID: "#!::r=live/al,m=request"})
-		if err != nil {
-			t.Errorf("pull: %v", err)
-			return
-		}
-		defer c.Close()
-		dmx := mpegts.NewDemuxer(mpegts.Handler{OnFrame: func(pid uint16, f media.Frame) {
-			if f.Kind == media.KindVideo {
-				mine = append(mine, pulled{f.DTS, f.Key})
-			}
-		}})
-		buf := make([]byte, srt.ReadBufferSize)
-		for {
-			n, err := c.ReadMessage(pctx, buf)
-			if err != nil {
-				return
-			}
-			dmx.Feed(buf[:n])
-		}
-	}()
+	pulled := pullVideo(t, srv, "live/al", 9*time.Second)
 	pin := func(input string) {
 		resp, err := http.Post(base+"/api/v1/streams/live/al/active", "application/json", strings.NewReader(`{"input":"`+input+`"}`))
 		if err != nil {
@@ -349,21 +384,11 @@ func TestAVAlignedSwitchIsFrameExact(t *testing.T) {
 		t.Fatalf("ffmpeg pull: %v: %s", err, stderr.String())
 	}
 
-	<-pullDone
+	mine := <-pulled
 	v := probeVideo(t, out)
-	if len(v.dts) < 100 {
-		t.Fatalf("pulled only %d video frames", len(v.dts))
+	if len(v.dts) < 100 || len(mine) < 100 {
+		t.Fatalf("pulled only %d (ffmpeg) and %d (ours) video frames", len(v.dts), len(mine))
 	}
-	var keys []int64
-	for _, p := range mine {
-		if p.key {
-			keys = append(keys, p.dts)
-		}
-	}
-	t.Logf("pulled %d video frames, keyframes at DTS %v", len(mine), keys)
-	// ffmpeg moves the timestamps it copies (by its mux delay): exact
-	// positions come from our puller, ffmpeg's file must only be as
-	// continuous.
 	for i := 1; i < len(v.dts); i++ {
 		if v.dts[i]-v.dts[i-1] != 3600 {
 			t.Fatalf("ffmpeg's pulled video: DTS step %d at frame %d, a frame missing or doubled", v.dts[i]-v.dts[i-1], i)
@@ -379,17 +404,12 @@ func TestAVAlignedSwitchIsFrameExact(t *testing.T) {
 	// The switches the merge reports happened at keyframes the puller got,
 	// right after the previous frame.
 	var switches int
-	for _, e := range e2e.GetEvents(t, base, nil) {
-		if e.Kind != "video" || !strings.Contains(e.Reason, "replaces") {
-			continue
-		}
-		var dts int64
-		fmt.Sscanf(e.Reason[strings.LastIndex(e.Reason, " ")+1:], "%d", &dts)
-		i, ok := at[dts&(1<<33-1)]
-		t.Logf("video event: %s (pulled frame %d)", e.Reason, i)
+	for _, dts := range videoSwitches(t, base) {
+		i, ok := at[dts]
 		if !ok {
 			continue // before or after the pull
 		}
+		t.Logf("video switch at DTS %d (pulled frame %d)", dts, i)
 		switches++
 		if !mine[i].key {
 			t.Errorf("video switched at pulled frame %d, which is not a keyframe", i)
