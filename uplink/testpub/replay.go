@@ -1,9 +1,11 @@
 package testpub
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"tandem/uplink/media"
@@ -21,8 +23,8 @@ type Recording struct {
 	Audio    media.AudioConfig
 	Video    media.VideoConfig
 	HasVideo bool
-	// Frames are in the file's order (decode order, audio and video
-	// interleaved), with timestamps from 0 at the clip's first frame.
+	// Frames are in DTS order (audio and video interleaved), with
+	// timestamps from 0 at the clip's first keyframe.
 	Frames []media.Frame
 	// Loop is the clip's length in 90 kHz ticks.
 	Loop int64
@@ -96,6 +98,11 @@ func LoadTS(path string, loop time.Duration) (*Recording, error) {
 			audioFrames++
 		}
 	}
+	// A live encoder hands frames out in time order; muxers interleave
+	// tracks loosely (ffmpeg's mpegts puts audio up to 0.7 s away from the
+	// video of its time), and replaying file order would send some frames
+	// late.
+	slices.SortStableFunc(kept, func(a, b media.Frame) int { return cmp.Compare(a.DTS, b.DTS) })
 	rec.Frames = kept
 	// A loop must hold every audio frame of its length, or each loop
 	// boundary would be a hole.
