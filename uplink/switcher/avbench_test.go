@@ -166,6 +166,7 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	self := os.Getpid()
 	cpu0, gen0, wall0 := procCPU(b, cmd.Process.Pid), procCPU(b, self), time.Now()
 	rcvbuf0 := udpRcvbufErrors()
+	swDrops0, genDrops0 := udpDrops(srtPort), udpDrops(genPorts...)
 	body0, err := e2e.HTTPGet(base + "/api/v1/streams")
 	if err != nil {
 		b.Fatal(err)
@@ -174,6 +175,7 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	cpu1, gen1, wall1 := procCPU(b, cmd.Process.Pid), procCPU(b, self), time.Now()
 	rss := procRSS(b, cmd.Process.Pid)
 	rcvbufErrs := udpRcvbufErrors() - rcvbuf0
+	swDrops, genDrops := udpDrops(srtPort)-swDrops0, udpDrops(genPorts...)-genDrops0
 	if os.Getenv("TANDEM_BENCH_THREADS") != "" {
 		b.Log(threadCPU(cmd.Process.Pid))
 	}
@@ -199,8 +201,8 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	b.ReportMetric(cores*100/float64(streams), "%-of-core/stream")
 	b.ReportMetric(float64(rss)/float64(1<<20)/float64(streams), "MB-RSS/stream")
 	b.ReportMetric(cores*100, "cpu-%-of-core")
-	b.Logf("%d %s A/V streams at 2 Mbit/s: switcher %.1f%% of a core (%.2f%% per stream), RSS %.0f MB (%.2f MB per stream); load generator %.0f%% of a core; %d/%d online, %d holes, %d late frames, SRT %d packets lost (recovered or not) and %d dropped as too late in the window, %d UDP datagrams dropped by full receive buffers (whole machine); inputs report %.0f Mbit/s in all, %d send errors",
-		streams, proto, cores*100, cores*100/float64(streams), float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(streams), gen*100, online, streams, holes, late, srtLoss, srtDrops, rcvbufErrs, kbps/1000, sendErrs.Load())
+	b.Logf("%d %s A/V streams at 2 Mbit/s: switcher %.1f%% of a core (%.2f%% per stream), RSS %.0f MB (%.2f MB per stream); load generator %.0f%% of a core; %d/%d online, %d holes, %d late frames, SRT %d packets lost (recovered or not) and %d dropped as too late in the window, %d UDP datagrams dropped by full receive buffers (whole machine; %d on the switcher's port, %d on the publishers'); inputs report %.0f Mbit/s in all, %d send errors",
+		streams, proto, cores*100, cores*100/float64(streams), float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(streams), gen*100, online, streams, holes, late, srtLoss, srtDrops, rcvbufErrs, swDrops, genDrops, kbps/1000, sendErrs.Load())
 	if online != streams {
 		b.Errorf("only %d of %d streams online", online, streams)
 	}
@@ -235,4 +237,29 @@ func udpRcvbufErrors() int64 {
 		}
 	}
 	return 0
+}
+
+// udpDrops sums the kernel's per-socket drop counts of the UDP sockets
+// bound to the given local ports (/proc/net/udp, last column).
+func udpDrops(ports ...int) int64 {
+	data, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 13 {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(f[1], ":")
+		port, _ := strconv.ParseInt(hexPort, 16, 32)
+		for _, p := range ports {
+			if int(port) == p {
+				n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
 }
