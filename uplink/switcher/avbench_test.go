@@ -74,6 +74,9 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	cmd := exec.CommandContext(ctx, sw)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", srtPort), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort),
 		fmt.Sprintf("TANDEM_SWITCHER_RTMP_ADDR=127.0.0.1:%d", rtmpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir())
+	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
+		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
+	}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	swLog, err := os.Create(filepath.Join(b.TempDir(), "switcher.log"))
 	if err != nil {
@@ -163,6 +166,9 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	}()
 
 	time.Sleep(5 * time.Second)
+	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
+		go exec.Command("curl", "-s", "-o", p+"."+proto, "http://127.0.0.1:6060/debug/pprof/profile?seconds=8").Run()
+	}
 	self := os.Getpid()
 	cpu0, gen0, wall0 := procCPU(b, cmd.Process.Pid), procCPU(b, self), time.Now()
 	rcvbuf0 := udpRcvbufErrors()
