@@ -139,8 +139,6 @@ func (m *Merge) releaseVideo(now time.Time, h int64) {
 	if v.on {
 		m.emitVideo(v.source, h)
 	}
-	// What is left before h can never be emitted: a switch needs a
-	// keyframe after the last frame sent.
 	for r := range m.in {
 		m.pruneVideo(Role(r), h)
 	}
@@ -235,14 +233,26 @@ func (m *Merge) dropVideo(r Role, n int) {
 	in.video = in.video[n:]
 }
 
-// pruneVideo discards input r's frames with output DTS before h.
+// pruneVideo discards input r's frames before h that can never be
+// emitted. The source's frames before h were emitted or come after a later
+// one. Another input's frames are kept from its first keyframe after the
+// last frame sent: when a source stalls, the audio switches only after the
+// stall threshold, and the other input's keyframe that came just after
+// the stall must still be there to switch at (its frames then go out at
+// once, late against the audio, but in DTS order). Before that keyframe
+// nothing of it can be used.
 func (m *Merge) pruneVideo(r Role, h int64) {
 	in := &m.in[r]
 	if !in.mapped {
 		return
 	}
+	v := &m.video
+	keep := !v.on || v.source != r
 	n := 0
 	for n < len(in.video) && m.outDTS(r, n) < h {
+		if keep && in.video[n].Key && (!v.started || m.outDTS(r, n) > v.lastDTS) {
+			break
+		}
 		n++
 	}
 	if n > 0 {
