@@ -25,3 +25,6 @@ run ./uplink/switcher/ 'BenchmarkSwitcherPairs'
 run ./uplink/switcher/ 'BenchmarkDetectionToSwitch'
 # Issue 3: the appliance against a single ffmpeg doing the same job.
 run ./firmware/daemon/ 'BenchmarkApplianceVsFFmpeg'
+# Issue 5: RTMP and SRT ingest of 100 A/V streams (H.264 + AAC, 2 Mbit/s):
+# the switcher's CPU and RSS per stream.
+run ./uplink/switcher/ 'BenchmarkAVIngest'

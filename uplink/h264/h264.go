@@ -114,3 +114,47 @@ func HasAUD(au []byte) bool {
 // AUD is an Annex-B access unit delimiter (4-byte start code) with
 // primary_pic_type 7 (any slice type), as ffmpeg and x264 write it.
 var AUD = []byte{0, 0, 0, 1, NALAUD, 0xF0}
+
+// HasParameterSets reports whether an Annex-B access unit carries an SPS
+// and a PPS before its first slice.
+func HasParameterSets(au []byte) bool {
+	var sps, pps bool
+	for nal := range NALUnits(au) {
+		switch t := NALType(nal); {
+		case t == NALSPS:
+			sps = true
+		case t == NALPPS:
+			pps = true
+		case isVCL(t):
+			return sps && pps
+		}
+	}
+	return sps && pps
+}
+
+// WithParameterSets returns a new Annex-B access unit: au with sps and
+// pps (NAL units without start codes) inserted after its access unit
+// delimiter, if it has one, else at its start. A decoder that joins at
+// this access unit, or whose previous pictures came from another encoder,
+// can decode it without an out-of-band configuration. au is not modified.
+func WithParameterSets(au, sps, pps []byte) []byte {
+	out := make([]byte, 0, len(au)+len(sps)+len(pps)+8)
+	rest := au
+	if HasAUD(au) {
+		// Keep the delimiter first, as the standard requires.
+		i := bytes.Index(au, startCode)
+		next := bytes.Index(au[i+3:], startCode)
+		if next < 0 {
+			next = len(au) - i - 3
+		} else if next > 0 && au[i+3+next-1] == 0 {
+			next-- // the zero byte of a 4-byte start code belongs to the next NAL
+		}
+		out = append(out, au[:i+3+next]...)
+		rest = au[i+3+next:]
+	}
+	out = append(out, 0, 0, 0, 1)
+	out = append(out, sps...)
+	out = append(out, 0, 0, 0, 1)
+	out = append(out, pps...)
+	return append(out, rest...)
+}

@@ -17,6 +17,21 @@
 // (Discontinuity, Close), to the end of its last frame by the sample
 // counter (media.AudioConfig.FramePTS).
 //
+// Video. With Config.Video set, H.264 frames go into the segments too and
+// segments are cut at keyframes: at a keyframe when the next keyframe (one
+// GOP later, as measured between the last two) would end the segment past
+// the target, or when the segment already lasts the target. A segment then
+// starts with a keyframe carrying SPS/PPS (the switcher's merge puts them
+// in every keyframe) and lasts at most the target while the GOP is no
+// longer than it. Where the keyframe due at the target is missing (a video
+// gap at a splice) the first audio frame from the target on cuts, so such a
+// segment lasts at most one audio frame more than the target (rounded, as
+// EXT-X-TARGETDURATION counts, still the target); the next segment starts
+// with audio and is cut again at the first keyframe, so that video
+// segments start with one. Audio and video of one
+// instant stay in one segment: the writer hands frames in timestamp order,
+// and the audio gathered for a PES is written before each video frame.
+//
 // Segments. Each segment is a standalone transport stream from
 // mpegts.Muxer: PAT and PMT first (only there: HLS players read them at the
 // start of every segment, so repeating them every 100 ms would cost 30 kb/s
@@ -54,6 +69,7 @@ const (
 
 const (
 	audioPID = 0x100
+	videoPID = 0x101
 	// pesPayload bounds the AAC bytes gathered in one PES.
 	pesPayload = 2930
 	// retained is how many segments beyond the playlist window stay
@@ -73,6 +89,10 @@ type Config struct {
 	// Audio is the stream's audio configuration (AAC): it fills the ADTS
 	// headers and gives the frame duration.
 	Audio media.AudioConfig
+	// Video, when its Codec is H.264, adds a video track: segments carry
+	// the stream's video and start at keyframes. Otherwise video frames
+	// are ignored.
+	Video media.VideoConfig
 }
 
 type segment struct {
@@ -111,6 +131,15 @@ type Segmenter struct {
 	pend     []media.Frame // frames of the next PES
 	pendSize int
 	needDisc bool
+	// audioLast is the segment's last audio PTS (audioIn: it has audio);
+	// curVideo: it has video. lastKey is the last keyframe's PTS and gop
+	// the interval between the last two keyframes (0 until known).
+	audioLast int64
+	audioIn   bool
+	curVideo  bool
+	lastKey   int64
+	hasKey    bool
+	gop       int64
 }
 
 // New returns a Segmenter with cfg's zero fields set to their defaults.
@@ -141,13 +170,17 @@ func (s *Segmenter) frameEnd(pts int64) int64 {
 	return pts + a.FrameDuration()
 }
 
-// WriteFrame adds one audio frame. Frames must follow each other on the
-// stream's output timeline; a timestamp that does not increase, or jumps
-// by more than the target duration, is taken as a timeline break and
-// treated as if Discontinuity had been called before the frame. Video
-// frames (not supported yet) and frames written after Close are ignored;
-// a frame of no kind is taken as audio.
+// WriteFrame adds one frame. Frames must follow each other on the
+// stream's output timeline, in timestamp order; an audio timestamp that
+// does not increase, or jumps by more than the target duration, is taken
+// as a timeline break and treated as if Discontinuity had been called
+// before the frame. Video frames of a Segmenter without video, and frames
+// written after Close, are ignored; a frame of no kind is taken as audio.
 func (s *Segmenter) WriteFrame(f media.Frame) {
+	if f.Kind == media.KindVideo {
+		s.writeVideo(f)
+		return
+	}
 	if f.Kind != media.KindAudio && f.Kind != 0 {
 		return
 	}
@@ -156,25 +189,91 @@ func (s *Segmenter) WriteFrame(f media.Frame) {
 	if s.closed {
 		return
 	}
-	if s.cur != nil && (f.PTS <= s.curLast || f.PTS-s.curLast > s.target) {
+	if s.cur != nil && s.audioIn && (f.PTS <= s.audioLast || f.PTS-s.audioLast > s.target) {
 		s.finish(s.frameEnd(s.curLast))
 		s.needDisc = true
 	}
-	if s.cur != nil && s.frameEnd(f.PTS)-s.curFirst > s.target {
+	// Audio-only segments end before the target; with video the keyframe
+	// due at the target comes after the audio frame that spans it, so
+	// audio cuts only from the target on.
+	if s.cur != nil && (!s.withVideo() && s.frameEnd(f.PTS)-s.curFirst > s.target || s.withVideo() && f.PTS-s.curFirst >= s.target) {
 		s.finish(f.PTS)
 	}
 	if s.cur == nil {
 		s.start(f.PTS)
-	} else if f.PTS != s.frameEnd(s.curLast) {
+	} else if s.audioIn && f.PTS != s.frameEnd(s.audioLast) {
 		s.flushPES() // a hole: frames of one PES must be consecutive
 	}
-	s.curLast = f.PTS
+	s.audioLast, s.audioIn = f.PTS, true
+	s.curLast = max(s.curLast, f.PTS)
 	s.frames++
 	if s.pendSize+len(f.Data) > pesPayload {
 		s.flushPES()
 	}
 	s.pend = append(s.pend, f)
 	s.pendSize += len(f.Data)
+}
+
+func (s *Segmenter) withVideo() bool { return s.cfg.Video.Codec == media.CodecH264 }
+
+// SetVideo adds (or updates) the video track, for a stream whose video
+// became known after its output started. Before the first segment is
+// published the segment being built is dropped and started again with
+// both tracks; after, the next segment starts with video behind an
+// EXT-X-DISCONTINUITY (its tracks change).
+func (s *Segmenter) SetVideo(v media.VideoConfig) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	had := s.withVideo()
+	s.cfg.Video = v
+	if had || !s.withVideo() || s.closed || s.cur == nil {
+		return
+	}
+	if s.nextSeq == 0 {
+		clear(s.pend)
+		s.pend, s.pendSize = s.pend[:0], 0
+		s.cur, s.mux = nil, nil
+		return
+	}
+	s.finish(s.frameEnd(s.curLast))
+	s.needDisc = true
+}
+
+// writeVideo adds one H.264 access unit, cutting the segment before it if
+// it is the keyframe to cut at.
+func (s *Segmenter) writeVideo(f media.Frame) {
+	if !s.withVideo() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if f.Key {
+		if s.hasKey && f.PTS > s.lastKey {
+			s.gop = f.PTS - s.lastKey
+		}
+		s.lastKey, s.hasKey = f.PTS, true
+		if s.cur != nil && f.PTS > s.curFirst {
+			d := f.PTS - s.curFirst
+			// A segment with audio but no video yet ends at the first
+			// keyframe, so that video segments start with one.
+			if d >= s.target || d+s.gop > s.target || !s.curVideo {
+				s.finish(f.PTS)
+			}
+		}
+	}
+	if s.cur == nil {
+		s.start(f.PTS)
+	}
+	s.flushPES() // audio before this frame goes first
+	if err := s.mux.WriteFrame(videoPID, f); err != nil && s.writeErr == nil {
+		s.writeErr = err
+	}
+	s.curVideo = true
+	s.curLast = max(s.curLast, f.PTS)
+	s.frames++
 }
 
 // Discontinuity marks a timeline break: the segment being built is
@@ -209,14 +308,18 @@ func (s *Segmenter) Close() {
 func (s *Segmenter) start(pts int64) {
 	s.cur = new(bytes.Buffer)
 	cur := s.cur
-	s.mux = mpegts.NewMuxer([]mpegts.Track{{PID: audioPID, Kind: media.KindAudio, Audio: s.cfg.Audio}},
-		func(b []byte) error { cur.Write(b); return nil })
+	tracks := []mpegts.Track{{PID: audioPID, Kind: media.KindAudio, Audio: s.cfg.Audio}}
+	if s.withVideo() {
+		tracks = append(tracks, mpegts.Track{PID: videoPID, Kind: media.KindVideo, Video: s.cfg.Video})
+	}
+	s.mux = mpegts.NewMuxer(tracks, func(b []byte) error { cur.Write(b); return nil })
 	// PAT/PMT once, at the start of the segment.
 	s.mux.PSIInterval = math.MaxInt64 / 2
 	s.curFirst, s.curLast = pts, pts
 	s.curDisc = s.needDisc
 	s.needDisc = false
 	s.frames = 0
+	s.audioIn, s.curVideo = false, false
 }
 
 func (s *Segmenter) flushPES() {
@@ -256,12 +359,11 @@ func (s *Segmenter) finish(end int64) {
 	s.render()
 }
 
-// targetSeconds is EXT-X-TARGETDURATION: the ceiling of the longest
-// segment so far, and never less than the ceiling of the target, so that
-// it does not change as segments come.
+// targetSeconds is EXT-X-TARGETDURATION: the ceiling of the target, or
+// more if a segment rounded to the nearest second (RFC 8216 4.3.3.1) is
+// longer, so that it does not change as segments come.
 func (s *Segmenter) targetSeconds() int64 {
-	d := max(s.target, s.maxDur)
-	return (d + media.ClockRate - 1) / media.ClockRate
+	return max((s.target+media.ClockRate-1)/media.ClockRate, (s.maxDur+media.ClockRate/2)/media.ClockRate)
 }
 
 // window returns the segments the playlist lists.

@@ -61,9 +61,9 @@ func (s *Server) serveSRT(ctx context.Context, c *srt.Conn) {
 }
 
 // readSRT feeds the connection's TS into the demuxer and the demuxer's
-// first audio track into the stream. It returns why it stopped.
+// first audio and first H.264 track into the stream. It returns why it stopped.
 func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input) string {
-	audioPID := -1
+	audioPID, videoPID := -1, -1
 	badTelemetry := 0
 	isTandem := false
 	send := func(m message) {
@@ -80,16 +80,19 @@ func (s *Server) readSRT(ctx context.Context, c *srt.Conn, st *stream, in *input
 				// other encoders put subtitles or AC-3 in private data.
 				isTandem = t.FormatID == mpegts.FormatTandem
 			}
-			if t.Kind != media.KindAudio || (audioPID >= 0 && int(t.PID) != audioPID) {
-				return
+			switch {
+			case t.Kind == media.KindAudio && (audioPID < 0 || int(t.PID) == audioPID):
+				audioPID = int(t.PID)
+				// The PMT listed the telemetry track before the first audio
+				// frame announced this one: an appliance is known by now.
+				send(message{kind: msgTrack, in: in, audio: t.Audio, inband: isTandem})
+			case t.Kind == media.KindVideo && t.Video.Codec == media.CodecH264 && (videoPID < 0 || int(t.PID) == videoPID):
+				videoPID = int(t.PID)
+				send(message{kind: msgVideoTrack, in: in, video: t.Video})
 			}
-			audioPID = int(t.PID)
-			// The PMT listed the telemetry track before the first audio
-			// frame announced this one: an appliance is known by now.
-			send(message{kind: msgTrack, in: in, audio: t.Audio, inband: isTandem})
 		},
 		OnFrame: func(pid uint16, f media.Frame) {
-			if int(pid) == audioPID {
+			if int(pid) == audioPID || int(pid) == videoPID {
 				send(message{kind: msgFrame, in: in, frame: f})
 			}
 		},

@@ -10,8 +10,15 @@ import (
 	"tandem/uplink/streamid"
 )
 
+// The pull output's PIDs, as ffmpeg numbers them.
+const (
+	pullAudioPID = 0x100
+	pullVideoPID = 0x101
+)
+
 // serveSRTPull sends a stream's output to an SRT caller that asked for it
-// (m=request) as MPEG-TS, one message per frame. The timestamps are the
+// (m=request) as MPEG-TS, one message per frame: the audio and, if the
+// stream has video, its H.264 from a keyframe on. The timestamps are the
 // output timeline's, so the puller sees one continuous stream across every
 // switch and reconnect of the inputs.
 func (s *Server) serveSRTPull(ctx context.Context, c *srt.Conn, id streamid.ID) {
@@ -42,14 +49,37 @@ func (s *Server) serveSRTPull(ctx context.Context, c *srt.Conn, id streamid.ID) 
 	rd := fan.NewReader(0)
 	var mux *mpegts.Muxer
 	var batch []Packet
+	// hasVideo: the muxer has a video track; started: its first keyframe went out.
+	var hasVideo, started bool
 	for {
 		var err error
 		batch, err = rd.Read(ctx, batch[:0])
 		for _, p := range batch {
 			if mux == nil {
-				mux = mpegts.NewMuxer([]mpegts.Track{{PID: 0x100, Kind: media.KindAudio, Audio: st.audioConfig()}}, c.WriteMessage)
+				tracks := []mpegts.Track{{PID: pullAudioPID, Kind: media.KindAudio, Audio: st.audioConfig()}}
+				if v, ok := st.videoConfig(); ok {
+					tracks = append(tracks, mpegts.Track{PID: pullVideoPID, Kind: media.KindVideo, Video: v})
+					hasVideo = true
+				}
+				mux = mpegts.NewMuxer(tracks, c.WriteMessage)
 			}
-			if werr := mux.WriteFrame(0x100, p.Frame); werr != nil {
+			pid := uint16(pullAudioPID)
+			if p.Frame.Kind == media.KindVideo {
+				if !hasVideo {
+					// Video appeared after this puller started: it gets
+					// the audio it asked for.
+					continue
+				}
+				pid = pullVideoPID
+				if !started {
+					// A puller starts at a keyframe; the merge puts SPS/PPS in it.
+					if !p.Frame.Key {
+						continue
+					}
+					started = true
+				}
+			}
+			if werr := mux.WriteFrame(pid, p.Frame); werr != nil {
 				log.Info("srt pull gone", "reason", werr.Error())
 				return
 			}

@@ -71,8 +71,7 @@ func (s *Server) rtmpPublish(ctx context.Context, p *rtmp.Publisher) (rtmp.Sink,
 	return sink, nil
 }
 
-// rtmpSink feeds one RTMP publisher's audio into its stream. Video waits
-// for the video merge.
+// rtmpSink feeds one RTMP publisher's audio and H.264 video into its stream.
 type rtmpSink struct {
 	srv *Server
 	pub *rtmp.Publisher
@@ -91,12 +90,12 @@ func (k *rtmpSink) OnAudioConfig(c media.AudioConfig) {
 	k.send(message{kind: msgTrack, in: k.in, audio: c})
 }
 
-func (k *rtmpSink) OnVideoConfig(media.VideoConfig) {}
+func (k *rtmpSink) OnVideoConfig(c media.VideoConfig) {
+	k.send(message{kind: msgVideoTrack, in: k.in, video: c})
+}
 
 func (k *rtmpSink) OnFrame(f media.Frame) {
-	if f.Kind == media.KindAudio {
-		k.send(message{kind: msgFrame, in: k.in, frame: f})
-	}
+	k.send(message{kind: msgFrame, in: k.in, frame: f})
 }
 
 func (k *rtmpSink) OnClose(err error) {

@@ -19,10 +19,10 @@ import (
 	"tandem/uplink/telemetry"
 )
 
-// Packet is one emitted frame as the outputs see it.
+// Packet is one emitted frame (audio or video) as the outputs see it.
 type Packet struct {
 	Frame  media.Frame
-	ADTS   []byte // the frame with its ADTS header, ready for HTTP listeners
+	ADTS   []byte // an audio frame with its ADTS header, ready for HTTP listeners; nil for video
 	Source merge.Role
 	Filled bool
 }
@@ -43,6 +43,8 @@ type input struct {
 	role     merge.Role
 	audio    media.AudioConfig
 	hasAudio bool
+	video    media.VideoConfig
+	hasVideo bool
 	rate     rateMeter
 	refused  string
 	// telemetry is the appliance's last in-band report, if it sends any.
@@ -69,6 +71,7 @@ type message struct {
 	kind      messageKind
 	frame     media.Frame
 	audio     media.AudioConfig
+	video     media.VideoConfig
 	reason    string
 	telemetry telemetry.Report
 	// inband says, with msgTrack, that the input declared in-band
@@ -85,6 +88,7 @@ type messageKind int
 const (
 	msgAttach messageKind = iota
 	msgTrack
+	msgVideoTrack
 	msgFrame
 	msgDetach
 	msgTelemetry
@@ -112,18 +116,25 @@ type stream struct {
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex
 	fan *media.Fanout[Packet]
-	// fanAudio is the audio configuration of fan's frames.
-	fanAudio media.AudioConfig
+	// fanAudio is the audio configuration of fan's frames; fanVideo the
+	// stream's video configuration, if it has video.
+	fanAudio    media.AudioConfig
+	fanVideo    media.VideoConfig
+	fanHasVideo bool
 	// hls segments the output; it outlives an online period (ending its
 	// playlist) until the next one starts.
 	hls *hls.Segmenter
 
-	slots   [2]*input
-	merge   *merge.Merge
-	audio   media.AudioConfig
-	adtsBuf []byte
-	events  eventRing
-	started time.Time
+	slots [2]*input
+	merge *merge.Merge
+	audio media.AudioConfig
+	// video is the stream's video configuration, fixed by the first input
+	// that declares one, like the audio.
+	video    media.VideoConfig
+	hasVideo bool
+	adtsBuf  []byte
+	events   eventRing
+	started  time.Time
 	// stopping waits for level decoders being shut down off the stream
 	// goroutine (reaping a process can take a while).
 	stopping sync.WaitGroup
@@ -239,14 +250,19 @@ func (s *stream) handle(m message) {
 		if s.slots[in.role] == in && in.hasAudio && in.refused == "" && !m.inband {
 			s.startLevels(in)
 		}
+	case msgVideoTrack:
+		s.trackVideo(in, m.video)
 	case msgFrame:
 		if in.refused != "" || !in.hasAudio || s.slots[in.role] != in {
+			return
+		}
+		if m.frame.Kind == media.KindVideo && !in.hasVideo {
 			return
 		}
 		in.rate.add(now, len(m.frame.Data))
 		in.monitor.Frame(now, len(m.frame.Data))
 		in.lastFrameAt = now
-		if in.levels != nil {
+		if in.levels != nil && m.frame.Kind == media.KindAudio {
 			in.levels.Write(now, m.frame.PTS, m.frame.Data)
 		}
 		s.merge.Push(now, in.role, m.frame)
@@ -360,6 +376,51 @@ func (s *stream) track(now time.Time, in *input, cfg media.AudioConfig) {
 	}
 	in.audio, in.hasAudio = cfg, true
 	s.merge.Connect(now, in.role, in.id.Session)
+	if in.hasVideo {
+		s.merge.SetVideo(in.role, in.video)
+	}
+}
+
+// trackVideo takes an input's video configuration, checked like the
+// audio: the first input to declare one fixes the stream's, an input whose
+// codec or resolution differs is refused with an event naming the
+// mismatch. New parameter sets with the same resolution are fine (an
+// encoder may resend them); the merge sends them in band at keyframes.
+func (s *stream) trackVideo(in *input, cfg media.VideoConfig) {
+	if s.slots[in.role] != in || in.refused != "" {
+		return
+	}
+	r := in.role
+	switch {
+	case in.hasVideo:
+		if err := in.video.Match(cfg); err != nil {
+			s.refuse(in, fmt.Sprintf("video changed mid-stream: %v", err))
+			return
+		}
+	case !s.hasVideo || (s.merge == nil || !s.merge.Online()) && s.otherHasNoVideo(in):
+		s.video, s.hasVideo = cfg, true
+		s.record("format", fmt.Sprintf("%s set the stream's video: %s %dx%d", r, cfg.Codec, cfg.Width, cfg.Height), &r)
+	default:
+		if err := s.video.Match(cfg); err != nil {
+			s.refuse(in, fmt.Sprintf("%s refused: %v", r, err))
+			return
+		}
+	}
+	in.video, in.hasVideo = cfg, true
+	s.mu.Lock()
+	s.fanVideo, s.fanHasVideo = s.video, true
+	if s.hls != nil {
+		s.hls.SetVideo(s.video)
+	}
+	s.mu.Unlock()
+	if s.merge != nil && in.hasAudio {
+		s.merge.SetVideo(in.role, cfg)
+	}
+}
+
+func (s *stream) otherHasNoVideo(in *input) bool {
+	o := s.slots[in.role.Other()]
+	return o == nil || !o.hasVideo
 }
 
 func (s *stream) otherHasNoAudio(in *input) bool {
@@ -401,7 +462,9 @@ func (s *stream) tick(now time.Time) {
 			seg.WriteFrame(o.Frame)
 		}
 		p := Packet{Frame: o.Frame, Source: o.Source, Filled: o.Filled}
-		p.ADTS = s.frameADTS(o.Frame.Data)
+		if o.Frame.Kind != media.KindVideo {
+			p.ADTS = s.frameADTS(o.Frame.Data)
+		}
 		if fan != nil {
 			fan.Write(p)
 		}
@@ -452,8 +515,13 @@ func (s *stream) openOutput() {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
 		s.fanAudio = s.audio
 		// The output timeline is continuous across switches, splices and
-		// reconnects, so the playlist never needs a discontinuity.
-		s.hls = hls.New(hls.Config{TargetDuration: time.Duration(s.srv.cfg.HLSTarget), Window: s.srv.cfg.HLSWindow, Audio: s.audio})
+		// reconnects, so the playlist never needs a discontinuity (only
+		// when video appears after the first segment: SetVideo).
+		cfg := hls.Config{TargetDuration: time.Duration(s.srv.cfg.HLSTarget), Window: s.srv.cfg.HLSWindow, Audio: s.audio}
+		if s.hasVideo {
+			cfg.Video = s.video
+		}
+		s.hls = hls.New(cfg)
 	}
 }
 
@@ -521,6 +589,14 @@ func (s *stream) audioConfig() media.AudioConfig {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.fanAudio
+}
+
+// videoConfig is the stream's video configuration, and false while no
+// input has declared video.
+func (s *stream) videoConfig() (media.VideoConfig, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fanVideo, s.fanHasVideo
 }
 
 // healthInterval is how often inputs' health is evaluated.

@@ -9,6 +9,10 @@
 // audio), muxed to MPEG-TS and sent over SRT with the documented stream id.
 // A lost connection is redialled while the encoder keeps running; an
 // encoder that dies is restarted on the same timeline.
+//
+// Recording (replay.go) is the A/V counterpart for tests and benchmarks:
+// an H.264 + AAC clip encoded once by ffmpeg, replayed in real time on a
+// looped timeline over SRT or RTMP.
 package testpub
 
 import (

@@ -215,6 +215,8 @@ const (
 	EventResync    EventKind = "resync"
 	EventHold      EventKind = "hold"
 	EventManual    EventKind = "manual"
+	// EventVideo: the output video starts, or changes source, at a keyframe.
+	EventVideo EventKind = "video"
 )
 
 // maxBehind is how late the output may fall before it restarts its clock.
@@ -251,6 +253,9 @@ type InputCounters struct {
 	Used     int64 // frames emitted
 	Late     int64 // frames that arrived after their deadline
 	Outside  int64 // frames too far ahead of the output to buffer
+
+	VideoReceived int64 // video frames pushed
+	VideoUsed     int64 // video frames emitted
 }
 
 const never = int64(-1 << 62)
@@ -286,6 +291,21 @@ type input struct {
 	minLate  time.Duration // smallest lateness this window: drift, not jitter
 	slots    []slot
 	counters InputCounters
+
+	// video holds the input's frames waiting for the output (timestamps
+	// unwrapped, not yet moved by vOffset), oldest first; vOffset moves
+	// them to the output timeline along with the audio; videoCfg's
+	// parameter sets go in band with its keyframes.
+	video    []media.Frame
+	vOffset  int64
+	videoCfg media.VideoConfig
+	// vDelay holds the input's video back by less than a frame after a
+	// splice (see releaseVideo); vInterval is its frame interval and
+	// vLastDTS its last pushed DTS, to measure it.
+	vDelay    int64
+	vInterval int64
+	vLastDTS  int64
+	vHasLast  bool
 }
 
 // Merge is the state of one stream's merge. It is not safe for concurrent
@@ -319,6 +339,9 @@ type Merge struct {
 	counters Counters
 	events   []Event
 	out      []Output
+
+	video         videoOut
+	videoCounters VideoCounters
 }
 
 // New makes a merge for a stream whose audio is described by audio;
@@ -366,6 +389,9 @@ func (m *Merge) Connect(now time.Time, r Role, session string) {
 		in.hasRef = false
 		m.clearSlots(r)
 	}
+	// A new connection may be a new encoder: its video must start at a
+	// keyframe.
+	m.resetVideo(r)
 	in.present = true
 	in.session = session
 	in.lastSeen = now
@@ -629,8 +655,11 @@ func (m *Merge) skip(k int64) {
 		return
 	}
 	m.zero = m.zero.Add(m.sinceZero(m.next+k) - m.sinceZero(m.next))
+	dv := m.audio.FramePTS(m.next+k) - m.audio.FramePTS(m.next)
 	for i := range m.in {
 		m.in[i].shift -= k
+		m.in[i].vOffset -= dv
+		m.resetVideo(Role(i))
 		m.in[i].hasZero = false
 		m.clearSlots(Role(i))
 	}
@@ -707,8 +736,12 @@ func (m *Merge) setHold(now time.Time, h time.Duration, why string) {
 	m.hold = h
 }
 
-// Push hands the merge one audio frame from input r, arriving at now.
+// Push hands the merge one frame from input r, arriving at now.
 func (m *Merge) Push(now time.Time, r Role, f media.Frame) {
+	if f.Kind == media.KindVideo {
+		m.pushVideo(now, r, f)
+		return
+	}
 	in := &m.in[r]
 	in.counters.Received++
 	if in.lastSeen.IsZero() || now.Sub(in.lastSeen) >= m.cfg.Stall {
@@ -734,7 +767,7 @@ func (m *Merge) Push(now time.Time, r Role, f media.Frame) {
 		m.goOnline(now, r, idx)
 	}
 	if !in.mapped {
-		m.mapInput(now, r, idx)
+		m.mapInput(now, r, idx, pts)
 	}
 	n := idx + in.shift
 
@@ -789,7 +822,7 @@ func (m *Merge) goOnline(now time.Time, r Role, idx int64) {
 }
 
 // mapInput places input r's timeline on the output timeline.
-func (m *Merge) mapInput(now time.Time, r Role, idx int64) {
+func (m *Merge) mapInput(now time.Time, r Role, idx, pts int64) {
 	in := &m.in[r]
 	other := &m.in[r.Other()]
 	if m.mode == ModeAligned && other.mapped {
@@ -805,6 +838,9 @@ func (m *Merge) mapInput(now time.Time, r Role, idx int64) {
 	}
 	in.mapped = true
 	in.hasZero = false
+	// The input's video moves with its audio: the offset that puts this
+	// audio frame at its output timestamp.
+	in.vOffset = m.audio.FramePTS(idx+in.shift) - pts
 }
 
 // NextDeadline is when Tick next has work, and false when the stream is
@@ -849,6 +885,9 @@ func (m *Merge) Tick(now time.Time) ([]Output, []Event) {
 		for !m.deadline(m.next).After(now) && now.Sub(m.lastFrame) < m.cfg.Grace {
 			m.emitNext(now)
 		}
+		// Video that arrived after its instant's audio still goes out
+		// while it follows the last frame emitted.
+		m.releaseVideo(now, m.audio.FramePTS(m.next-1))
 		if now.Sub(m.lastFrame) >= m.cfg.Grace {
 			m.goOffline(now)
 		}
@@ -887,6 +926,10 @@ func (m *Merge) take(r Role, n int64) (media.Frame, bool) {
 
 func (m *Merge) emitNext(now time.Time) {
 	n := m.next
+	// The video before this instant goes first, so the output is in
+	// timestamp order (an HLS segment cut at a keyframe gets no audio of
+	// the next one).
+	m.releaseVideo(now, m.audio.FramePTS(n))
 	m.next++
 	a, o := m.active, m.active.Other()
 	fa, okA := m.take(a, n)
@@ -929,6 +972,7 @@ func (m *Merge) goOffline(now time.Time) {
 	for i := range m.in {
 		m.in[i].mapped = false
 		m.clearSlots(Role(i))
+		m.resetVideo(Role(i))
 	}
 	m.emitEvent(Event{Time: now, Kind: EventOffline, Reason: fmt.Sprintf("no frame from any input for %v", m.cfg.Grace)})
 }
