@@ -9,6 +9,9 @@ import "C"
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,6 +25,11 @@ type Options struct {
 	LocalAddr       string        // caller: bind source "ip" or "ip:port" before connect
 	Device          string        // caller: SRTO_BINDTODEVICE (needs root); "" = none
 	PeerIdleTimeout time.Duration // SRTO_PEERIDLETIMEO; 0 = libsrt default (5s)
+	// UDPBuffer is the UDP send and receive buffer asked of the kernel
+	// (SRTO_UDP_SNDBUF/RCVBUF); 0 = 1 MiB. The kernel caps it at
+	// net.core.rmem_max/wmem_max (see KernelBufferCap). A listener that
+	// serves many callers on its one port needs more than a caller does.
+	UDPBuffer int
 }
 
 // libsrt option numbers (srt.h SRT_SOCKOPT).
@@ -72,6 +80,9 @@ func (o *Options) validate(caller bool) error {
 	}
 	if o.PeerIdleTimeout < 0 || o.PeerIdleTimeout > time.Hour {
 		return fmt.Errorf("srt: Options.PeerIdleTimeout out of range: %v", o.PeerIdleTimeout)
+	}
+	if o.UDPBuffer < 0 || o.UDPBuffer > 1<<30 {
+		return fmt.Errorf("srt: Options.UDPBuffer out of range: %d bytes (0..1 GiB)", o.UDPBuffer)
 	}
 	if len(o.StreamID) > maxStreamID {
 		return fmt.Errorf("srt: Options.StreamID longer than %d bytes", maxStreamID)
@@ -141,8 +152,30 @@ func setStrRaw(s C.SRTSOCKET, opt int, name string, v string) error {
 	return nil
 }
 
-// udpBuffer is the UDP socket buffer size asked for (see apply).
-const udpBuffer = 1 << 20
+// defaultUDPBuffer is the UDP socket buffer size asked for (see apply).
+const defaultUDPBuffer = 1 << 20
+
+// KernelBufferCap is the largest UDP receive buffer the kernel grants
+// without privileges (net.core.rmem_max): an asked-for UDPBuffer above it
+// is silently capped.
+func KernelBufferCap() (int, error) {
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		return 0, fmt.Errorf("read the kernel's UDP buffer cap: %w", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("read the kernel's UDP buffer cap: %w", err)
+	}
+	return n, nil
+}
+
+func (o *Options) udpBuffer() int {
+	if o.UDPBuffer > 0 {
+		return o.UDPBuffer
+	}
+	return defaultUDPBuffer
+}
 
 func msec(d time.Duration) int {
 	return int((d + time.Millisecond - 1) / time.Millisecond)
@@ -168,8 +201,8 @@ func (o *Options) apply(s C.SRTSOCKET, caller bool) error {
 		// read: measured as an 0.83 s sendmsg and a hole on the other link.
 		// A buffer larger than the neighbour queue (the kernel caps and
 		// doubles it) lets the kernel drop instead.
-		func() error { return setInt(s, optUDPSndBuf, "SRTO_UDP_SNDBUF", udpBuffer) },
-		func() error { return setInt(s, optUDPRcvBuf, "SRTO_UDP_RCVBUF", udpBuffer) },
+		func() error { return setInt(s, optUDPSndBuf, "SRTO_UDP_SNDBUF", o.udpBuffer()) },
+		func() error { return setInt(s, optUDPRcvBuf, "SRTO_UDP_RCVBUF", o.udpBuffer()) },
 	}
 	if o.PBKeyLen != 0 {
 		steps = append(steps, func() error { return setInt(s, optPBKeyLen, "SRTO_PBKEYLEN", o.PBKeyLen) })

@@ -34,6 +34,10 @@ type Config struct {
 	RTMPAddr string `json:"rtmp_addr"`
 	// Latency is the SRT receive latency negotiated with publishers.
 	Latency Duration `json:"latency"`
+	// SRTUDPBuffer is the UDP buffer of the SRT port in bytes. Every
+	// publisher shares the port's one socket: at 100 A/V streams the 1 MiB
+	// a caller uses overflowed. The kernel caps it at net.core.rmem_max.
+	SRTUDPBuffer int `json:"srt_udp_buffer"`
 	// PlayoutDelay is the time from a frame's send at the publisher to its
 	// emission: the SRT latency plus how long the merge waits for a late
 	// input. 0 derives it: Latency + 100 ms (see docs/architecture.md).
@@ -121,6 +125,7 @@ func DefaultConfig() Config {
 		HLSTarget:      Duration(2 * time.Second),
 		HLSWindow:      6,
 		Latency:        Duration(120 * time.Millisecond),
+		SRTUDPBuffer:   16 << 20,
 		Grace:          Duration(10 * time.Second),
 		SpliceStall:    Duration(500 * time.Millisecond),
 		Stable:         Duration(10 * time.Second),
@@ -164,6 +169,9 @@ func (c Config) Validate() error {
 	}
 	if c.Latency < Duration(20*time.Millisecond) || c.Latency > Duration(10*time.Second) {
 		bad("latency", "%v is outside 20ms..10s", time.Duration(c.Latency))
+	}
+	if c.SRTUDPBuffer < 64<<10 || c.SRTUDPBuffer > 1<<30 {
+		bad("srt_udp_buffer", "%d bytes is outside 64 KiB..1 GiB", c.SRTUDPBuffer)
 	}
 	if c.PlayoutDelay != 0 && c.PlayoutDelay < c.Latency+Duration(20*time.Millisecond) {
 		bad("playout_delay", "%v must exceed latency (%v) by at least 20ms, or be 0 for the default", time.Duration(c.PlayoutDelay), time.Duration(c.Latency))
@@ -293,6 +301,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.Policy = v
 		case "listener_buffer":
 			c.ListenerBuffer, err = strconv.Atoi(v)
+		case "srt_udp_buffer":
+			c.SRTUDPBuffer, err = strconv.Atoi(v)
 		case "listener_burst":
 			c.ListenerBurst, err = strconv.Atoi(v)
 		default:

@@ -99,8 +99,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Warn("publishing is open: no streams configured, any stream id with m=publish is accepted")
 	}
 	s.findLevelDecoder()
+	s.checkUDPBuffer()
 	ln, err := srt.Listen(s.cfg.SRTAddr, srt.ListenConfig{
-		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency)},
+		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency), UDPBuffer: s.cfg.SRTUDPBuffer},
 		Authorize: s.authorize,
 		Logger:    s.log.With("component", "srt"),
 	})
@@ -339,4 +340,19 @@ func (s *Server) RTMPAddr() net.Addr {
 		return nil
 	}
 	return s.rtmpLn.Addr()
+}
+
+// checkUDPBuffer warns when the kernel grants the SRT port less buffer
+// than configured: past it, a burst from many publishers is dropped by
+// the kernel before libsrt sees it, and shows up as holes.
+func (s *Server) checkUDPBuffer() {
+	limit, err := srt.KernelBufferCap()
+	if err != nil {
+		s.log.Warn("cannot check the SRT port's UDP buffer", "err", err)
+		return
+	}
+	if limit < s.cfg.SRTUDPBuffer {
+		s.log.Warn("the kernel caps the SRT port's UDP buffer below srt_udp_buffer; raise net.core.rmem_max for many publishers",
+			"srt_udp_buffer", s.cfg.SRTUDPBuffer, "net.core.rmem_max", limit)
+	}
 }
