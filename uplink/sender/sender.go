@@ -304,7 +304,14 @@ func (b *backoff) next() time.Duration {
 func (b *backoff) reset() { b.cur = 0 }
 
 // checkInterval is how often a connection's acknowledgements are sampled.
-const checkInterval = 50 * time.Millisecond
+// While frames flow (one every ~21 ms) the check rides on a write, so it
+// costs no wake-up of its own; idleCheckInterval is the backstop when
+// nothing is written (stats stay fresh; no stall is declared then, since a
+// stall needs data being sent).
+const (
+	checkInterval     = 50 * time.Millisecond
+	idleCheckInterval = 250 * time.Millisecond
+)
 
 // freezeThreshold: checks further apart than this mean the process was not
 // running (or was blocked in libsrt), not that the link stalled.
@@ -456,8 +463,28 @@ func (s *Sender) reportOverflow(ctx context.Context) {
 // stream writes frames and telemetry to sess and watches it until it fails
 // or ctx ends (then it returns nil).
 func (s *Sender) stream(ctx context.Context, sess session) error {
-	tick := time.NewTicker(checkInterval)
+	tick := time.NewTicker(idleCheckInterval)
 	defer tick.Stop()
+	var lastCheck time.Time
+	check := func(now time.Time) error {
+		lastCheck = now
+		ls, err := sess.check(now)
+		s.mu.Lock()
+		s.st.RTT = ls.rtt
+		s.st.SendLoss = s.base.sendLoss + ls.sendLoss
+		s.st.Retrans = s.base.retrans + ls.retrans
+		s.mu.Unlock()
+		if err != nil {
+			var se *StallError
+			if errors.As(err, &se) {
+				s.update(func(st *Stats) { st.Stalls++ })
+				s.log.Warn("ack stall: closing and reconnecting", "silence", se.Silence.Round(time.Millisecond))
+				s.emit(Event{Time: now, Kind: EventStall, Detail: fmt.Sprintf("nothing acknowledged for %v while sending", se.Silence.Round(time.Millisecond)), Err: err})
+			}
+			return err
+		}
+		return nil
+	}
 	var lastPTS int64
 	havePTS := false
 	sendTel := func() error {
@@ -505,26 +532,21 @@ func (s *Sender) stream(ctx context.Context, sess session) error {
 				if err := sendTel(); err != nil {
 					return err
 				}
+				if now.Sub(lastCheck) >= checkInterval {
+					if err := check(now); err != nil {
+						return err
+					}
+				}
 			}
 		case <-s.telNotify:
 			if err := sendTel(); err != nil {
 				return err
 			}
 		case now := <-tick.C:
-			ls, err := sess.check(now)
-			s.mu.Lock()
-			s.st.RTT = ls.rtt
-			s.st.SendLoss = s.base.sendLoss + ls.sendLoss
-			s.st.Retrans = s.base.retrans + ls.retrans
-			s.mu.Unlock()
-			if err != nil {
-				var se *StallError
-				if errors.As(err, &se) {
-					s.update(func(st *Stats) { st.Stalls++ })
-					s.log.Warn("ack stall: closing and reconnecting", "silence", se.Silence.Round(time.Millisecond))
-					s.emit(Event{Time: now, Kind: EventStall, Detail: fmt.Sprintf("nothing acknowledged for %v while sending", se.Silence.Round(time.Millisecond)), Err: err})
+			if now.Sub(lastCheck) >= checkInterval {
+				if err := check(now); err != nil {
+					return err
 				}
-				return err
 			}
 		}
 	}
