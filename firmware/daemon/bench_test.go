@@ -213,7 +213,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	if err := daemon.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer daemon.Wait()
+	defer func() { cancel(); daemon.Wait() }() // CommandContext kills it on cancel
 
 	// One ffmpeg doing the same job.
 	url := func(name string) string {
@@ -226,7 +226,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	if err := ff.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer ff.Wait()
+	defer func() { cancel(); ff.Wait() }()
 
 	// Warm up: connections made, encoders past their start.
 	time.Sleep(5 * time.Second)
