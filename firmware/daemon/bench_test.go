@@ -195,14 +195,15 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	// The appliance.
 	bin := e2e.Binary(b, "tandem/firmware/cmd/tandem")
 	dir := b.TempDir()
-	debugAddr := ""
+	debugAddr, debugKey := "", ""
 	if profile != "" {
 		debugAddr = fmt.Sprintf("127.0.0.1:%d", e2e.FreeTCPPort(b))
+		debugKey = fmt.Sprintf(`,"debug":%q`, debugAddr)
 	}
 	cfgFile := filepath.Join(dir, "tandem.json")
-	cfg := fmt.Sprintf(`{"device_id":"bench","state_dir":%q,"api":{"socket":%q,"http":"","debug":%q},
+	cfg := fmt.Sprintf(`{"device_id":"bench","state_dir":%q,"api":{"socket":%q,"http":""%s},
 		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}}`,
-		dir, filepath.Join(dir, "api.sock"), debugAddr, srtAddr, srtAddr)
+		dir, filepath.Join(dir, "api.sock"), debugKey, srtAddr, srtAddr)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
