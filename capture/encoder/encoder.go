@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -89,7 +90,6 @@ type Encoder struct {
 	cfg     media.AudioConfig
 	fs      int64         // samples per frame
 	padMax  int64         // largest input gap filled with silence, in frames
-	queue   int           // blocks queued to ffmpeg's stdin
 	stallAt time.Duration // an ffmpeg that takes no input or makes no frame for this long is killed
 
 	mu    sync.Mutex
@@ -116,7 +116,7 @@ func New(name string, p Profile, ffmpegPath string, log *slog.Logger) *Encoder {
 		cfg: media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: p.Format.SampleRate, Channels: p.Format.Channels},
 		// A gap of up to a second (blocks lost by a lagging subscription)
 		// is filled with silence; a longer one restarts ffmpeg.
-		queue: 128, stallAt: 3 * time.Second,
+		stallAt: 3 * time.Second,
 	}
 	e.fs = int64(e.cfg.FrameSamples())
 	e.padMax = int64(p.Format.SampleRate)
@@ -206,6 +206,7 @@ type run struct {
 	hist        []int16
 	histEnd     int64
 	histSession string
+	pcm         []byte    // send's buffer: PCM as s16le
 	quickDeaths int       // processes in a row that died young
 	notBefore   time.Time // backoff: no start before this
 	badFormat   bool      // the last block did not fit the profile
@@ -270,33 +271,44 @@ func (r *run) feed(b capture.Block) {
 	}
 }
 
-// send queues PCM to the current ffmpeg. A burst (silence filled after a
-// stall) waits for room; an ffmpeg that takes no input for stallAt is
-// killed and restarted.
+// send writes PCM to the current ffmpeg's stdin. Run's goroutine writes
+// itself: handing each block to a writer goroutine cost a thread wake-up
+// per block and feed, a large part of the daemon's CPU. The pipe holds
+// about 16 blocks; a write that finds it full (a burst of silence after a
+// stall, a slow ffmpeg) waits, and an ffmpeg that takes no input for
+// stallAt is killed and restarted. ctx ending releases a waiting write.
 func (r *run) send(samples []int16, frames int64) bool {
 	p := r.p
-	select {
-	case p.in <- samples:
-		p.next += frames
-		return true
-	default:
+	r.pcm = r.pcm[:0]
+	for _, v := range samples {
+		r.pcm = binary.LittleEndian.AppendUint16(r.pcm, uint16(v))
 	}
-	t := time.NewTimer(r.e.stallAt)
-	defer t.Stop()
-	select {
-	case p.in <- samples:
-		p.next += frames
-		return true
-	case <-r.ctx.Done():
+	// Set before checking ctx: the release on ctx's end sets a past
+	// deadline, and must not be overwritten by this one.
+	p.stdin.SetWriteDeadline(time.Now().Add(r.e.stallAt))
+	if r.ctx.Err() != nil {
 		return false
-	case <-p.done:
-		return false // Run's loop sees the exit next
-	case <-t.C:
 	}
-	err := fmt.Errorf("ffmpeg (pid %d) took no input for %v", p.pid, r.e.stallAt)
-	r.e.log.Warn("killing ffmpeg", "err", err)
-	p.fail(err)
-	p.cmd.Process.Kill()
+	_, err := p.stdin.Write(r.pcm)
+	switch {
+	case err == nil:
+		p.next += frames
+		return true
+	case r.ctx.Err() != nil:
+		return false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err := fmt.Errorf("ffmpeg (pid %d) took no input for %v", p.pid, r.e.stallAt)
+		r.e.log.Warn("killing ffmpeg", "err", err)
+		p.fail(err)
+		p.cmd.Process.Kill()
+	default:
+		// ffmpeg closed its input or died: Run's loop sees the exit next.
+		p.mu.Lock()
+		if p.writeErr == nil {
+			p.writeErr = fmt.Errorf("writing PCM to ffmpeg: %w", err)
+		}
+		p.mu.Unlock()
+	}
 	return false
 }
 
@@ -337,7 +349,7 @@ func (r *run) preroll(b capture.Block, start int64) []int16 {
 // frames before index sendFrom are pre-roll and are not sent.
 func (r *run) start(session string, launchAt, sendFrom int64) bool {
 	e := r.e
-	p, err := e.launch(session, launchAt, r.out)
+	p, err := e.launch(r.ctx, session, launchAt, r.out)
 	if p != nil {
 		p.sendFrom = sendFrom / e.fs
 	}
@@ -366,8 +378,7 @@ func (r *run) died() {
 	e := r.e
 	p := r.p
 	r.p = nil
-	close(p.in)
-	p.writer.Wait()
+	p.closeInput()
 	err := p.exitErr()
 	lived := time.Since(p.started)
 	if lived < 5*time.Second {
@@ -426,9 +437,8 @@ func (r *run) stop() {
 	}
 	r.p = nil
 	p.cmd.Process.Kill()
-	close(p.in)
+	p.closeInput()
 	<-p.done
-	p.writer.Wait()
 }
 
 // drain ends the input and lets ffmpeg flush its last frames, waiting at
@@ -439,7 +449,7 @@ func (r *run) drain(max time.Duration) {
 		return
 	}
 	r.p = nil
-	close(p.in)
+	p.closeInput()
 	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
@@ -451,7 +461,6 @@ func (r *run) drain(max time.Duration) {
 		p.cmd.Process.Kill()
 		<-p.done
 	}
-	p.writer.Wait()
 }
 
 // proc is one ffmpeg process.
@@ -464,17 +473,25 @@ type proc struct {
 	sendFrom int64
 	next     int64 // index after the last frame queued
 	started  time.Time
-	in       chan []int16 // PCM to write; closed by Run
-	lastIn   time.Time    // when Run last queued PCM (Run's goroutine only)
-	writer   sync.WaitGroup
-	done     chan struct{} // closed once the process has exited and its output is read
-	stderr   *limitedBuffer
-	lastOut  atomic.Int64 // unix ns of the last frame out (or of the start)
+	stdin    *os.File // ffmpeg's input, written by Run's goroutine only
+	// releaseWrites undoes the hook that ends a waiting write when Run's
+	// ctx ends.
+	releaseWrites func() bool
+	lastIn        time.Time     // when Run last wrote PCM (Run's goroutine only)
+	done          chan struct{} // closed once the process has exited and its output is read
+	stderr        *limitedBuffer
+	lastOut       atomic.Int64 // unix ns of the last frame out (or of the start)
 
 	mu       sync.Mutex
 	reason   error // why Run killed it
 	writeErr error // the first failed write of PCM
 	err      error // how it ended, set before done is closed
+}
+
+// closeInput ends ffmpeg's input (it then flushes and exits).
+func (p *proc) closeInput() {
+	p.releaseWrites()
+	p.stdin.Close()
 }
 
 // fail records why Run is about to kill the process.
@@ -492,7 +509,7 @@ func (p *proc) exitErr() error {
 	return p.err
 }
 
-func (e *Encoder) launch(session string, start int64, out func(media.Frame)) (*proc, error) {
+func (e *Encoder) launch(ctx context.Context, session string, start int64, out func(media.Frame)) (*proc, error) {
 	f := e.p.Format
 	// -probesize/-analyzeduration: raw PCM needs no probing, and with the
 	// defaults ffmpeg buffers about a second of input before its first
@@ -502,46 +519,35 @@ func (e *Encoder) launch(session string, start int64, out func(media.Frame)) (*p
 		"-f", "s16le", "-ar", strconv.Itoa(f.SampleRate), "-ac", strconv.Itoa(f.Channels), "-i", "pipe:0",
 		"-c:a", "aac", "-b:a", strconv.Itoa(e.p.Bitrate), "-f", "adts", "-flush_packets", "1", "pipe:1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
+	// Our own pipe rather than StdinPipe: its write end is pollable, so a
+	// write can wait with a deadline in Run's goroutine (see send).
+	stdinR, stdin, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("encoder %s: %w", e.name, err)
+		return nil, fmt.Errorf("encoder %s: stdin pipe: %w", e.name, err)
 	}
+	cmd.Stdin = stdinR
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		stdinR.Close()
+		stdin.Close()
 		return nil, fmt.Errorf("encoder %s: %w", e.name, err)
 	}
 	p := &proc{cmd: cmd, session: session, start: start, next: start, started: time.Now(),
-		in: make(chan []int16, e.queue), done: make(chan struct{}), stderr: &limitedBuffer{max: 2048}}
+		stdin: stdin, done: make(chan struct{}), stderr: &limitedBuffer{max: 2048}}
 	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	stdinR.Close() // the child has its copy
+	if err != nil {
+		stdin.Close()
 		return nil, fmt.Errorf("encoder %s: start %s: %w", e.name, e.ffmpeg, err)
 	}
+	p.releaseWrites = context.AfterFunc(ctx, func() { stdin.SetWriteDeadline(time.Unix(1, 0)) })
 	p.pid = cmd.Process.Pid
 	p.lastOut.Store(p.started.UnixNano())
 	p.lastIn = p.started
 	if !e.haveLast || session != e.lastSession {
 		e.haveLast, e.lastSession, e.lastIdx = true, session, start/e.fs-1
 	}
-	p.writer.Add(1)
-	go func() { // writer
-		defer p.writer.Done()
-		defer stdin.Close()
-		var buf []byte
-		for s := range p.in {
-			buf = buf[:0]
-			for _, v := range s {
-				buf = binary.LittleEndian.AppendUint16(buf, uint16(v))
-			}
-			if _, err := stdin.Write(buf); err != nil {
-				p.mu.Lock()
-				p.writeErr = fmt.Errorf("writing PCM to ffmpeg: %w", err)
-				p.mu.Unlock()
-				for range p.in { // keep Run's sends from blocking until it sees the exit
-				}
-				return
-			}
-		}
-	}()
 	go func() { // reader, then reaper
 		readErr := e.read(p, stdout, out)
 		werr := cmd.Wait()

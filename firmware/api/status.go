@@ -14,7 +14,13 @@ type Status struct {
 	// SessionID is the capture session (a new one whenever the capture
 	// timeline restarts); empty before capture starts.
 	SessionID string `json:"session_id"`
-	Version   string `json:"version,omitempty"`
+	// SessionStarted is the wall time of sample 0 of the session's
+	// timeline (zero before capture starts): sample k was captured at
+	// SessionStarted + k/sample_rate, so a frame stamped PTS p (90 kHz) holds
+	// the audio captured from SessionStarted + p/90000 s on. It ties what
+	// the switcher outputs to when it was captured.
+	SessionStarted time.Time `json:"session_started,omitzero"`
+	Version        string    `json:"version,omitempty"`
 	// Started is when the daemon started; UptimeSeconds is now - Started.
 	Started       time.Time    `json:"started"`
 	UptimeSeconds float64      `json:"uptime_s"`
@@ -27,9 +33,12 @@ type Status struct {
 
 // SourceStatus is the audio input.
 type SourceStatus struct {
-	Type  string `json:"type"`  // "tone" or "device"
-	Name  string `json:"name"`  // device name, or e.g. "440 Hz -12 dBFS"
-	State string `json:"state"` // see the State constants
+	Type string `json:"type"` // "tone" or "device"
+	// SampleRate and Channels are the capture format.
+	SampleRate int    `json:"sample_rate"`
+	Channels   int    `json:"channels"`
+	Name       string `json:"name"`  // device name, or e.g. "440 Hz -12 dBFS"
+	State      string `json:"state"` // see the State constants
 	// Levels are per channel over the last second.
 	Levels []Level `json:"levels"`
 	// SilentMs is how long every channel has been below the silence

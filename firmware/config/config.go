@@ -135,6 +135,10 @@ type API struct {
 	Socket string `json:"socket"`
 	// HTTP is an optional TCP address for the web UI; empty disables it.
 	HTTP string `json:"http"`
+	// Debug is an optional TCP address serving Go's profiler
+	// (/debug/pprof/) for diagnosing the daemon's CPU use; empty (the
+	// default) disables it. Keep it on loopback.
+	Debug string `json:"debug"`
 }
 
 // Default is what the appliance runs with when nothing is configured.

@@ -339,6 +339,7 @@ func TestEveryValidateErrorNamesItsKey(t *testing.T) {
 		{"api.socket", func(c *Config) { c.API.Socket = "" }},
 		{"api.socket", func(c *Config) { c.API.Socket = "/" + strings.Repeat("x", 120) }},
 		{"api.http", func(c *Config) { c.API.HTTP = "8080" }},
+		{"api.debug", func(c *Config) { c.API.Debug = "localhost" }},
 		{"ffmpeg", func(c *Config) { c.FFmpeg = " " }},
 		{"source.type", func(c *Config) { c.Source.Type = "mic" }},
 		{"source.tone.frequency", func(c *Config) { c.Source.Tone.Frequency = 30000 }},

@@ -41,6 +41,11 @@ func (c Config) Validate() error {
 			v.bad("api.http", "%q is not host:port (empty disables HTTP)", c.API.HTTP)
 		}
 	}
+	if c.API.Debug != "" {
+		if _, port, err := net.SplitHostPort(c.API.Debug); err != nil || port == "" {
+			v.bad("api.debug", "%q is not host:port (empty disables the profiler)", c.API.Debug)
+		}
+	}
 	if strings.TrimSpace(c.FFmpeg) == "" {
 		v.bad("ffmpeg", "must not be empty")
 	}

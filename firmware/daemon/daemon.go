@@ -41,6 +41,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if cfg.API.Debug != "" {
+		wait, err := serveProfiler(ctx, cfg.API.Debug, log.With("component", "debug"))
+		if err != nil {
+			record(st, log, state.Event{Kind: state.KindStop, Subject: "daemon", Reason: "refused to start: " + err.Error()})
+			return fmt.Errorf("daemon: %w", err)
+		}
+		defer wait()
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -2,15 +2,18 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"tandem/firmware/api"
 	"tandem/firmware/cli"
 	"tandem/firmware/config"
 	"tandem/firmware/state"
+	"tandem/scripts/e2e"
 )
 
 func testConfig(t *testing.T) config.Config {
@@ -169,5 +172,42 @@ func TestSecondDaemonIsRefused(t *testing.T) {
 	err := Run(ctx, cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second daemon on the same state: %v", err)
+	}
+}
+
+// statusJSON reads GET /api/v1/status from the daemon's socket.
+func statusJSON(t *testing.T, cfg config.Config) api.Status {
+	t.Helper()
+	resp, err := api.Client(cfg.API.Socket).Get(api.BaseURL + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st api.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decoding the status: %v", err)
+	}
+	return st
+}
+
+func TestStatusDatesTheCaptureTimeline(t *testing.T) {
+	cfg := testConfig(t)
+	before := time.Now()
+	stop := start(t, cfg)
+	defer stop()
+	var st api.Status
+	if !e2e.WaitFor(5*time.Second, func() bool { st = statusJSON(t, cfg); return !st.SessionStarted.IsZero() }) {
+		t.Fatalf("status never dated the session: %+v", st)
+	}
+	// The tone's sample 0 is due when capture starts: after Run was
+	// called, and before the status that reports it.
+	if st.SessionStarted.Before(before) || st.SessionStarted.After(time.Now()) {
+		t.Errorf("session_started %v is not between the start (%v) and now", st.SessionStarted, before)
+	}
+	if st.Source.SampleRate != 48000 || st.Source.Channels != 2 {
+		t.Errorf("capture format %d Hz %d ch, want the default 48000 Hz 2 ch", st.Source.SampleRate, st.Source.Channels)
+	}
+	if st.SessionID == "" {
+		t.Error("no session id next to session_started")
 	}
 }

@@ -265,8 +265,13 @@ func (s *supervisor) watch(ctx context.Context) {
 // Status implements api.Provider from the components' live stats.
 func (s *supervisor) Status() api.Status {
 	cs := s.cap.Stats()
+	sess := s.cap.Session()
 	st := api.Status{DeviceID: s.cfg.DeviceID, SessionID: cs.Session, Version: version.String(), Started: s.started}
-	st.Source = api.SourceStatus{Type: s.cfg.Source.Type, State: cs.State, SilentMs: cs.SilentFor.Milliseconds()}
+	if sess.ID == cs.Session {
+		st.SessionStarted = sess.Started
+	}
+	st.Source = api.SourceStatus{Type: s.cfg.Source.Type, State: cs.State, SilentMs: cs.SilentFor.Milliseconds(),
+		SampleRate: sess.Format.SampleRate, Channels: sess.Format.Channels}
 	if s.cfg.Source.Type == "tone" {
 		st.Source.Name = fmt.Sprintf("%g Hz at %g dBFS", s.cfg.Source.Tone.Frequency, s.cfg.Source.Tone.LevelDBFS)
 	} else {

@@ -37,11 +37,14 @@
 //
 // # Queue and reconnects
 //
-// Send puts the frame in a bounded queue (Queue frames, oldest dropped when
-// full). When a connection comes up, whatever queued while disconnected is
-// stale and dropped: the feed resumes with the present, since a burst of old
-// frames would confuse the switcher's arrival model (in aligned mode the
-// other feed covered that time anyway). Reconnect attempts back off from
+// Over a live SRT connection with nothing queued, Send writes the frame at
+// once from the caller's goroutine (libsrt does not block in live mode);
+// otherwise it puts the frame in a bounded queue (Queue frames, oldest
+// dropped when full) that the connection's goroutine drains. When a
+// connection comes up, whatever queued while disconnected is stale and
+// dropped: the feed resumes with the present, since a burst of old frames
+// would confuse the switcher's arrival model (in aligned mode the other
+// feed covered that time anyway). Reconnect attempts back off from
 // MinBackoff to MaxBackoff with jitter; a connection that lasted more than
 // 10 s resets the backoff.
 package sender
@@ -171,6 +174,10 @@ type Sender struct {
 	telPending []byte
 	telNotify  chan struct{}
 
+	liveMu  sync.Mutex
+	live    *live         // the connection while it is up (see sendDirect)
+	liveErr chan struct{} // capacity 1: the direct path ended the connection
+
 	evMu sync.Mutex // OnEvent calls one at a time
 
 	running atomic.Bool
@@ -197,6 +204,7 @@ func New(cfg Config) (*Sender, error) {
 		log:       cfg.Log.With("feed", string(cfg.Role), "dest", t.display),
 		q:         newQueue(cfg.Queue),
 		telNotify: make(chan struct{}, 1),
+		liveErr:   make(chan struct{}, 1),
 	}
 	s.st.State = StateStopped
 	s.st.Protocol = t.proto
@@ -204,15 +212,20 @@ func New(cfg Config) (*Sender, error) {
 	return s, nil
 }
 
-// Send queues a frame for the connection. It never blocks. It returns false
-// if a frame was dropped: the oldest one, because the queue was full (the
-// new frame is queued), or f itself if it is not audio.
+// Send hands a frame to the connection: over an SRT connection that is up
+// with nothing queued it is written at once (see sendDirect), else queued.
+// It never waits for the network. It returns false if a frame was
+// dropped: the oldest one, because the queue was full (the new frame is
+// queued), or f itself if it is not audio.
 func (s *Sender) Send(f media.Frame) bool {
 	if f.Kind != media.KindAudio || len(f.Data) == 0 {
 		s.mu.Lock()
 		s.st.DroppedFailed++
 		s.mu.Unlock()
 		return false
+	}
+	if s.sendDirect(f) {
+		return true
 	}
 	if s.q.push(f) {
 		s.overflow.Add(1)
@@ -304,7 +317,14 @@ func (b *backoff) next() time.Duration {
 func (b *backoff) reset() { b.cur = 0 }
 
 // checkInterval is how often a connection's acknowledgements are sampled.
-const checkInterval = 50 * time.Millisecond
+// While frames flow (one every ~21 ms) the check rides on a write, so it
+// costs no wake-up of its own; idleCheckInterval is the backstop when
+// nothing is written (stats stay fresh; no stall is declared then, since a
+// stall needs data being sent).
+const (
+	checkInterval     = 50 * time.Millisecond
+	idleCheckInterval = 250 * time.Millisecond
+)
 
 // freezeThreshold: checks further apart than this mean the process was not
 // running (or was blocked in libsrt), not that the link stalled.
@@ -456,78 +476,168 @@ func (s *Sender) reportOverflow(ctx context.Context) {
 // stream writes frames and telemetry to sess and watches it until it fails
 // or ctx ends (then it returns nil).
 func (s *Sender) stream(ctx context.Context, sess session) error {
-	tick := time.NewTicker(checkInterval)
+	tick := time.NewTicker(idleCheckInterval)
 	defer tick.Stop()
-	var lastPTS int64
-	havePTS := false
-	sendTel := func() error {
-		if !havePTS {
-			return nil
+	l := &live{sess: sess}
+	select {
+	case <-s.liveErr: // a token left by the previous connection
+	default:
+	}
+	s.liveMu.Lock()
+	s.live = l
+	s.liveMu.Unlock()
+	defer func() {
+		s.liveMu.Lock()
+		s.live = nil
+		s.liveMu.Unlock()
+	}()
+	locked := func(f func() error) error {
+		s.liveMu.Lock()
+		defer s.liveMu.Unlock()
+		if l.err != nil {
+			return l.err
 		}
-		b := s.takeTelemetry()
-		if b == nil {
-			return nil
-		}
-		if err := sess.writeTelemetry(b, lastPTS); err != nil {
-			if errors.Is(err, errFrameLost) {
-				return nil
-			}
-			return err
-		}
-		s.update(func(st *Stats) { st.TelemetrySent++ })
-		return nil
+		return f()
 	}
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-sess.failed():
-			return err
+		case err = <-sess.failed():
+		case <-s.liveErr:
+			err = locked(func() error { return nil })
 		case <-s.q.notify:
-			for {
-				f, ok := s.q.pop()
-				if !ok {
-					break
-				}
-				if err := sess.writeFrame(f); err != nil {
-					s.update(func(st *Stats) { st.DroppedFailed++ })
-					if errors.Is(err, errFrameLost) {
-						continue
+			err = locked(func() error {
+				for {
+					f, ok := s.q.pop()
+					if !ok {
+						return nil
 					}
-					return err
+					if err := s.writeLocked(l, f); err != nil {
+						return err
+					}
 				}
-				now := time.Now()
-				s.mu.Lock()
-				s.st.Sent++
-				s.rate.add(now, len(f.Data))
-				s.mu.Unlock()
-				lastPTS, havePTS = f.PTS, true
-				if err := sendTel(); err != nil {
-					return err
-				}
-			}
+			})
 		case <-s.telNotify:
-			if err := sendTel(); err != nil {
-				return err
-			}
+			err = locked(func() error { return s.telemetryLocked(l) })
 		case now := <-tick.C:
-			ls, err := sess.check(now)
-			s.mu.Lock()
-			s.st.RTT = ls.rtt
-			s.st.SendLoss = s.base.sendLoss + ls.sendLoss
-			s.st.Retrans = s.base.retrans + ls.retrans
-			s.mu.Unlock()
-			if err != nil {
-				var se *StallError
-				if errors.As(err, &se) {
-					s.update(func(st *Stats) { st.Stalls++ })
-					s.log.Warn("ack stall: closing and reconnecting", "silence", se.Silence.Round(time.Millisecond))
-					s.emit(Event{Time: now, Kind: EventStall, Detail: fmt.Sprintf("nothing acknowledged for %v while sending", se.Silence.Round(time.Millisecond)), Err: err})
+			err = locked(func() error {
+				if now.Sub(l.lastCheck) < checkInterval {
+					return nil
 				}
-				return err
-			}
+				return s.checkLocked(l, now)
+			})
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// live is the connection frames are written to while it is up. The stream
+// goroutine and Send's direct path share it under Sender.liveMu; every
+// call on sess happens under that lock.
+type live struct {
+	sess      session
+	lastPTS   int64
+	havePTS   bool
+	lastCheck time.Time
+	// err is a failure Send's direct path met; the stream goroutine ends
+	// the connection with it.
+	err error
+}
+
+// sendDirect writes f from the caller's goroutine when an SRT connection
+// is up and nothing is queued ahead of f. Handing each frame to the stream
+// goroutine cost a thread wake-up per frame. libsrt's send does not block
+// in live mode (a full send buffer loses the frame), so neither does this;
+// if the stream goroutine holds the connection at that moment, f takes the
+// queue, and so does every later frame until the queue is empty: order is
+// kept.
+func (s *Sender) sendDirect(f media.Frame) bool {
+	if s.target.proto != ProtoSRT || !s.liveMu.TryLock() {
+		return false
+	}
+	defer s.liveMu.Unlock()
+	l := s.live
+	if l == nil || l.err != nil || s.q.len() > 0 {
+		return false
+	}
+	if err := s.writeLocked(l, f); err != nil {
+		l.err = err
+		select {
+		case s.liveErr <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// writeLocked writes one frame, the pending telemetry after it, and checks
+// the link when a check is due. An error ends the connection.
+func (s *Sender) writeLocked(l *live, f media.Frame) error {
+	if err := l.sess.writeFrame(f); err != nil {
+		s.update(func(st *Stats) { st.DroppedFailed++ })
+		if errors.Is(err, errFrameLost) {
+			return nil
+		}
+		return err
+	}
+	now := time.Now()
+	s.mu.Lock()
+	s.st.Sent++
+	s.rate.add(now, len(f.Data))
+	s.mu.Unlock()
+	l.lastPTS, l.havePTS = f.PTS, true
+	if err := s.telemetryLocked(l); err != nil {
+		return err
+	}
+	if now.Sub(l.lastCheck) >= checkInterval {
+		return s.checkLocked(l, now)
+	}
+	return nil
+}
+
+// telemetryLocked sends the pending report, stamped with the last frame's
+// PTS.
+func (s *Sender) telemetryLocked(l *live) error {
+	if !l.havePTS {
+		return nil
+	}
+	b := s.takeTelemetry()
+	if b == nil {
+		return nil
+	}
+	if err := l.sess.writeTelemetry(b, l.lastPTS); err != nil {
+		if errors.Is(err, errFrameLost) {
+			return nil
+		}
+		return err
+	}
+	s.update(func(st *Stats) { st.TelemetrySent++ })
+	return nil
+}
+
+// checkLocked samples the connection: stats, and ACK-stall detection.
+func (s *Sender) checkLocked(l *live, now time.Time) error {
+	l.lastCheck = now
+	ls, err := l.sess.check(now)
+	s.mu.Lock()
+	s.st.RTT = ls.rtt
+	s.st.SendLoss = s.base.sendLoss + ls.sendLoss
+	s.st.Retrans = s.base.retrans + ls.retrans
+	s.mu.Unlock()
+	if err != nil {
+		var se *StallError
+		if errors.As(err, &se) {
+			s.update(func(st *Stats) { st.Stalls++ })
+			s.log.Warn("ack stall: closing and reconnecting", "silence", se.Silence.Round(time.Millisecond))
+			s.emit(Event{Time: now, Kind: EventStall, Detail: fmt.Sprintf("nothing acknowledged for %v while sending", se.Silence.Round(time.Millisecond)), Err: err})
+		}
+		return err
+	}
+	return nil
 }
 
 // linkStats is what a transport reports about its connection.

@@ -23,8 +23,7 @@ const (
 
 const (
 	pollBatch   = 256                   // events taken per srt_epoll_uwait
-	pollWaitMs  = 100                   // bound on how long stop() waits
-	pollTick    = time.Second           // stats refresh and safety-net drain
+	pollTick    = time.Second           // stats refresh and safety-net drain; also bounds how long stop() waits
 	pollBackoff = 20 * time.Millisecond // after an unexpected wait error
 
 	// The drain buffer: messages read in one C call, packed.
@@ -190,7 +189,7 @@ func (p *poller) remove(s C.SRTSOCKET) {
 	p.mu.Unlock()
 }
 
-// stop ends the poller goroutine (within pollWaitMs) and releases the epoll
+// stop ends the poller goroutine (within pollTick) and releases the epoll
 // set. Only called by Cleanup with no socket open.
 func (p *poller) stop() {
 	p.quit.Store(true)
@@ -210,8 +209,14 @@ func (p *poller) run() {
 	var gone, strays []C.SRTSOCKET
 	next := time.Now().Add(pollTick)
 	for !p.quit.Load() {
-		// The only place a thread blocks in libsrt for this package.
-		n := int(C.tsrt_epoll_wait(p.eid, &evs[0], pollBatch, pollWaitMs))
+		// The only place a thread blocks in libsrt for this package. It
+		// waits until the next tick, not less: Go's sysmon takes the P
+		// back from a cgo call blocked for more than 10 ms and then polls
+		// every 20 µs for a millisecond before backing off again. With a
+		// 100 ms wait that was 10 times a second: about 600 wakeups a
+		// second on an idle appliance, a third of its CPU.
+		wait := min(max(time.Until(next), time.Millisecond), pollTick)
+		n := int(C.tsrt_epoll_wait(p.eid, &evs[0], pollBatch, C.int64_t(wait/time.Millisecond)))
 		// srt_epoll_uwait returns how many sockets are ready, which can
 		// exceed the entries it filled: the rest come on the next wait.
 		n = min(n, pollBatch)

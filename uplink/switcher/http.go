@@ -177,6 +177,11 @@ type InputStatus struct {
 		Late     int64 `json:"late"`
 	} `json:"frames"`
 	SRT any `json:"srt,omitempty"`
+	// FrameOffset places the input's timeline on the output's: its frame
+	// stamped PTS p leaves as output frame p/frame_duration + frame_offset.
+	// With a Tandem appliance's session_started it dates every output
+	// frame's capture. Absent until the input is mapped.
+	FrameOffset *int64 `json:"frame_offset,omitempty"`
 	// Telemetry is the appliance's in-band report (levels, encoder, link),
 	// present for Tandem appliances; AgeMs says how old it is.
 	Telemetry *TelemetryStatus `json:"telemetry,omitempty"`
@@ -260,6 +265,9 @@ func (s *stream) snapshot() StreamStatus {
 		if s.merge != nil {
 			ic := s.merge.InputCounters(in.role)
 			is.Frames.Received, is.Frames.Used, is.Frames.Late = ic.Received, ic.Used, ic.Late
+			if off, ok := s.merge.FrameOffset(in.role); ok {
+				is.FrameOffset = &off
+			}
 		}
 		if in.stats != nil {
 			is.SRT = in.stats()

@@ -376,6 +376,18 @@ func (m *Merge) Counters() Counters { return m.counters }
 // InputCounters returns one input's totals.
 func (m *Merge) InputCounters(r Role) InputCounters { return m.in[r].counters }
 
+// FrameOffset is where input r's timeline sits on the output's: its frame
+// with index i (PTS FramePTS(i)) is output frame i + offset. False while
+// the input is not mapped (offline, or no frame from it yet). Aligned
+// inputs share one offset.
+func (m *Merge) FrameOffset(r Role) (int64, bool) {
+	in := &m.in[r]
+	if !m.online || !in.mapped {
+		return 0, false
+	}
+	return in.shift, true
+}
+
 // Connect records that an input is present with the given capture session
 // ("" for a publisher that declares none: it never aligns with anything).
 // A reconnect with the same session keeps its place on the timeline.

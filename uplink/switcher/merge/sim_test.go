@@ -573,3 +573,33 @@ func TestStallSwitchesWhenTheThresholdIsCrossed(t *testing.T) {
 		t.Fatalf("switched %v after the last primary frame arrived, want the 500 ms stall threshold exactly", got)
 	}
 }
+
+func TestFrameOffsetMapsInputFramesToOutput(t *testing.T) {
+	s := newSim(t, Config{}, aac48)
+	if _, ok := s.m.FrameOffset(Primary); ok {
+		t.Fatal("an offset before any frame")
+	}
+	// The capture timeline is far from the output's zero: frames 500-799.
+	s.feed(Primary, path{delay: 20 * time.Millisecond, tag: 'P'}, "s1", t0, 0, 500, 800, 0)
+	s.feed(Fallback, path{delay: 35 * time.Millisecond, tag: 'F'}, "s1", t0, 0, 500, 800, 0)
+	s.run(t0.Add(sec(16))) // frame 500 is sent 10.7 s after sample 0
+	op, okP := s.m.FrameOffset(Primary)
+	of, okF := s.m.FrameOffset(Fallback)
+	if !okP || !okF || op != of {
+		t.Fatalf("offsets primary %d (%v), fallback %d (%v): aligned inputs share one", op, okP, of, okF)
+	}
+	checked := 0
+	for _, e := range s.out {
+		if e.out.Filled {
+			continue
+		}
+		in := int64(e.out.Frame.Data[1]) | int64(e.out.Frame.Data[2])<<8
+		if out := s.m.audio.FrameIndex(e.out.Frame.PTS); out != in+op {
+			t.Fatalf("input frame %d left as output frame %d, offset says %d", in, out, in+op)
+		}
+		checked++
+	}
+	if checked < 200 {
+		t.Fatalf("only %d frames emitted", checked)
+	}
+}
