@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/uplink/icy"
 	"tandem/uplink/switcher/health"
 	"tandem/uplink/switcher/merge"
 )
@@ -68,6 +69,13 @@ type Config struct {
 	// ListenerBurst is how many frames a new listener gets at once, so a
 	// player starts without waiting to fill its buffer.
 	ListenerBurst int `json:"listener_burst"`
+	// MaxListeners caps the HTTP listeners of all streams together; a
+	// stream's own cap is streams.<id>.max_listeners. 0 is no cap. Over a
+	// cap a player gets 403, as from Icecast.
+	MaxListeners int `json:"max_listeners"`
+	// ICYMetaInt is the bytes of audio between two ICY metadata blocks for
+	// listeners that ask for metadata (Icy-MetaData: 1).
+	ICYMetaInt int `json:"icy_metaint"`
 }
 
 // Webhook is one notification receiver.
@@ -100,6 +108,9 @@ type StreamConfig struct {
 	Passphrase string `json:"passphrase"`
 	// Policy overrides the default failover policy for this stream.
 	Policy string `json:"policy"`
+	// MaxListeners caps this stream's HTTP listeners; 0 is no cap of its
+	// own (the global max_listeners still applies).
+	MaxListeners int `json:"max_listeners"`
 }
 
 // DefaultConfig is what the switcher runs with when nothing is configured.
@@ -119,6 +130,7 @@ func DefaultConfig() Config {
 		StateDir:       "/var/lib/tandem-switcher",
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
+		ICYMetaInt:     icy.DefaultMetaInt,
 	}
 }
 
@@ -173,6 +185,12 @@ func (c Config) Validate() error {
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
 	}
+	if c.MaxListeners < 0 {
+		bad("max_listeners", "%d is negative (0 means no cap)", c.MaxListeners)
+	}
+	if c.ICYMetaInt < 256 || c.ICYMetaInt > 1<<20 {
+		bad("icy_metaint", "%d is outside 256..1048576 bytes", c.ICYMetaInt)
+	}
 	if c.HLSTarget < Duration(time.Second) || c.HLSTarget > Duration(30*time.Second) {
 		bad("hls_target", "%v is outside 1s..30s", time.Duration(c.HLSTarget))
 	}
@@ -200,6 +218,9 @@ func (c Config) Validate() error {
 		app, n, ok := strings.Cut(name, "/")
 		if !ok || app == "" || n == "" || strings.HasSuffix(n, "_fallback") {
 			bad("streams."+name, "name must be <app>/<name> without the _fallback suffix")
+		}
+		if s.MaxListeners < 0 {
+			bad("streams."+name+".max_listeners", "%d is negative (0 means no cap of its own)", s.MaxListeners)
 		}
 		if p := len(s.Passphrase); p != 0 && (p < 10 || p > 79) {
 			bad("streams."+name+".passphrase", "must be 10 to 79 characters, has %d", p)
@@ -283,6 +304,10 @@ func (c *Config) applyEnv(environ []string) error {
 			c.ListenerBuffer, err = strconv.Atoi(v)
 		case "listener_burst":
 			c.ListenerBurst, err = strconv.Atoi(v)
+		case "max_listeners":
+			c.MaxListeners, err = strconv.Atoi(v)
+		case "icy_metaint":
+			c.ICYMetaInt, err = strconv.Atoi(v)
 		default:
 			return fmt.Errorf("environment %s: unknown setting", k)
 		}

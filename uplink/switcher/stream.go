@@ -93,8 +93,12 @@ type stream struct {
 	// the server's mutex, so a stream is never removed while one arrives.
 	attached int
 	dead     bool
-	// listeners counts HTTP listeners; written by their handlers.
+	// listeners counts HTTP listeners and SRT pulls; written by their handlers.
 	listeners atomic.Int64
+	// httpListeners and listenersRefused count HTTP listeners for the caps.
+	httpListeners, listenersRefused atomic.Int64
+	// meta is the title and source information ICY listeners get.
+	meta streamMeta
 
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex
@@ -340,6 +344,9 @@ func (s *stream) tick(now time.Time) {
 			s.closeOutput()
 		}
 		s.recordMerge(e)
+	}
+	if len(evs) > 0 {
+		s.meta.follow(s.merge.Active())
 	}
 	if len(outs) == 0 {
 		return
