@@ -112,7 +112,9 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	if wantMeta {
 		meta = icy.NewInterleaver(s.cfg.ICYMetaInt)
 	}
-	rd := fan.NewReader(s.cfg.ListenerBurst)
+	// A batched reader wakes once per listener_write_interval, not per
+	// frame: each wake-up costs this listener a writev.
+	rd := fan.NewBatchedReader(s.cfg.ListenerBurst)
 	var batch []Packet
 	var bufs net.Buffers
 	var deadlineSet time.Time

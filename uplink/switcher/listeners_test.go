@@ -304,3 +304,28 @@ func TestListenerCaps(t *testing.T) {
 	}
 	e2e.Listen(t, base+"/small.aac", nil)
 }
+
+func TestListenerSettingsFromEnvironmentAreValidated(t *testing.T) {
+	c, err := switcher.LoadConfig("", []string{"TANDEM_SWITCHER_MAX_LISTENERS=500", "TANDEM_SWITCHER_ICY_METAINT=8192", "TANDEM_SWITCHER_LISTENER_WRITE_INTERVAL=200ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxListeners != 500 || c.ICYMetaInt != 8192 || c.ListenerWriteInterval != switcher.Duration(200*time.Millisecond) {
+		t.Errorf("parsed %d %d %v", c.MaxListeners, c.ICYMetaInt, c.ListenerWriteInterval)
+	}
+	for env, key := range map[string]string{
+		"TANDEM_SWITCHER_MAX_LISTENERS=-1":           "max_listeners",
+		"TANDEM_SWITCHER_ICY_METAINT=10":             "icy_metaint",
+		"TANDEM_SWITCHER_LISTENER_WRITE_INTERVAL=2s": "listener_write_interval",
+		"TANDEM_SWITCHER_MAX_LISTENERS=lots":         "TANDEM_SWITCHER_MAX_LISTENERS",
+	} {
+		if _, err := switcher.LoadConfig("", []string{env}); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %v, want one naming %s", env, err, key)
+		}
+	}
+	bad := switcher.DefaultConfig()
+	bad.Streams = map[string]switcher.StreamConfig{"live/x": {MaxListeners: -3}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "streams.live/x.max_listeners") {
+		t.Errorf("negative stream cap: %v", err)
+	}
+}

@@ -409,6 +409,7 @@ func (s *stream) openOutput() {
 	defer s.mu.Unlock()
 	if s.fan == nil {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
+		s.fan.SetBatch(s.srv.cfg.listenerBatch(s.audio))
 		s.fanAudio = s.audio
 		// The output timeline is continuous across switches, splices and
 		// reconnects, so the playlist never needs a discontinuity.
