@@ -14,19 +14,6 @@ import (
 	"tandem/scripts/e2e"
 )
 
-// cpuOf is a process's user+system CPU time from /proc.
-func cpuOf(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	fs := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(fs[11], 10, 64)
-	st, _ := strconv.ParseInt(fs[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100
-}
-
 // childrenOf lists the pids whose parent is pid.
 func childrenOf(pid int) []int {
 	var out []int
@@ -46,17 +33,6 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-func rssOf(pid int) int64 {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n * 1024
-		}
-	}
-	return 0
-}
-
 // measure samples the CPU used by pids (and, if withChildren, their child
 // processes) over d.
 func measure(d time.Duration, pids ...int) (own, children time.Duration) {
@@ -68,17 +44,17 @@ func measure(d time.Duration, pids ...int) (own, children time.Duration) {
 	}
 	var o0, c0 time.Duration
 	for _, p := range pids {
-		o0 += cpuOf(p)
+		o0 += e2e.ProcCPU(p)
 	}
 	for c := range kids {
-		c0 += cpuOf(c)
+		c0 += e2e.ProcCPU(c)
 	}
 	time.Sleep(d)
 	for _, p := range pids {
-		own += cpuOf(p)
+		own += e2e.ProcCPU(p)
 	}
 	for c := range kids {
-		children += cpuOf(c)
+		children += e2e.ProcCPU(c)
 	}
 	return own - o0, children - c0
 }
@@ -106,7 +82,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	}
 	time.Sleep(5 * time.Second)
 	own, kids := measure(window, daemon.Process.Pid)
-	rss := rssOf(daemon.Process.Pid)
+	rss := e2e.ProcRSS(daemon.Process.Pid)
 	cancel()
 	daemon.Wait()
 
