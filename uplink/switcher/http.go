@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,12 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 		return
 	}
 	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Linux grows a socket's send buffer up to 4 MiB: a listener that
+		// stops reading would hold that much kernel memory and take minutes
+		// to be noticed. The ring (listener_buffer) is the real buffer.
+		tc.SetWriteBuffer(listenerSocketBuffer)
+	}
 	wantMeta := r.Header.Get("Icy-MetaData") == "1"
 	if _, err := bw.WriteString(s.listenerHeader(st, app+"/"+name, wantMeta)); err != nil {
 		return
@@ -140,7 +147,11 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 			}
 			b := bufs
 			if _, werr := b.WriteTo(conn); werr != nil {
-				log.Info("listener gone", "reason", werr.Error())
+				if errors.Is(werr, os.ErrDeadlineExceeded) {
+					log.Warn("listener dropped: it stopped reading (a write blocked too long)", "timeout", listenerWriteTimeout)
+				} else {
+					log.Info("listener gone", "reason", werr.Error())
+				}
 				return
 			}
 		}
@@ -162,6 +173,10 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 // listenerWriteTimeout is how long a write to a listener may block before
 // the listener is dropped.
 const listenerWriteTimeout = 10 * time.Second
+
+// listenerSocketBuffer bounds a listener socket's kernel send buffer: 8 s
+// of 128 kbit/s audio, several write intervals at any bitrate we serve.
+const listenerSocketBuffer = 128 << 10
 
 // listenerHeader is the response players expect from Icecast.
 func (s *Server) listenerHeader(st *stream, id string, wantMeta bool) string {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -327,5 +329,78 @@ func TestListenerSettingsFromEnvironmentAreValidated(t *testing.T) {
 	bad.Streams = map[string]switcher.StreamConfig{"live/x": {MaxListeners: -3}}
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "streams.live/x.max_listeners") {
 		t.Errorf("negative stream cap: %v", err)
+	}
+}
+
+// syncBuffer collects a switcher's log for a test to search.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A listener that connects and never reads fills its socket, is dropped
+// with a log line once a write has blocked for the write timeout, and the
+// stream's other listener plays on undisturbed.
+func TestListenerThatNeverReadsIsDroppedAlone(t *testing.T) {
+	var logs syncBuffer
+	srv := startSwitcherLogging(t, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	addr := srv.HTTPAddr().String()
+	base := "http://" + addr
+	// A high bitrate fills the stuck listener's socket buffers sooner.
+	toneSourceAt(t, "icecast://source:x@"+addr+"/stuck.aac", 440, "320k", "adts", "-content_type", "audio/aac")
+	good := e2e.Listen(t, base+"/stuck.aac", nil)
+
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		// A small receive window, so the server's writes block soon.
+		c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	stuck, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	fmt.Fprintf(stuck, "GET /stuck.aac HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
+	if !e2e.WaitFor(5*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, base, nil), "live/stuck").Output.HTTPListeners == 2
+	}) {
+		t.Fatal("the stuck listener was not admitted")
+	}
+	if !e2e.WaitFor(40*time.Second, func() bool {
+		return strings.Contains(logs.String(), "listener dropped: it stopped reading")
+	}) {
+		t.Fatalf("the listener that never reads was not dropped; log:\n%s", logs.String())
+	}
+	if !e2e.WaitFor(5*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, base, nil), "live/stuck").Output.HTTPListeners == 1
+	}) {
+		t.Error("the dropped listener is still counted")
+	}
+	time.Sleep(time.Second)
+	frames, arrived, err := good.Stop()
+	if err != nil {
+		t.Fatalf("the other listener dropped: %v", err)
+	}
+	// It kept receiving all along: no gap longer than a write interval
+	// plus scheduling slack.
+	for i := 1; i < len(arrived); i++ {
+		if gap := arrived[i].Sub(arrived[i-1]); gap > 1500*time.Millisecond {
+			t.Errorf("the other listener waited %v for frame %d", gap, i)
+		}
+	}
+	if r := e2e.ToneOf(t, frames, 440); r.PhaseJumps != 0 {
+		t.Errorf("the other listener's audio: %v", r)
 	}
 }
