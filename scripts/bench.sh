@@ -16,7 +16,7 @@ run() {
 echo "Tandem benchmarks on $(nproc) cores, $(date -u +%FT%TZ)"
 echo
 # Parsers and fan-out: ns/op and allocations.
-go test -run '^$' -bench . -benchmem ./uplink/mpegts/ ./uplink/adts/ ./uplink/media/ 2>&1 | grep -E '^Benchmark|^ok'
+go test -run '^$' -bench . -benchmem ./uplink/mpegts/ ./uplink/adts/ ./uplink/media/ ./uplink/icy/ 2>&1 | grep -E '^Benchmark|^ok'
 echo
 # Issue 2: output latency in the lab, and switcher cost per aligned pair.
 run ./uplink/switcher/ 'BenchmarkLabLatency'
@@ -25,3 +25,6 @@ run ./uplink/switcher/ 'BenchmarkSwitcherPairs'
 run ./uplink/switcher/ 'BenchmarkDetectionToSwitch'
 # Issue 3: the appliance against a single ffmpeg doing the same job.
 run ./firmware/daemon/ 'BenchmarkApplianceVsFFmpeg'
+# Issue 5: 1000 HTTP listeners of one 128 kbit/s stream, the switcher
+# binary against icecast2 fed the same bytes (target: CPU ratio <= 1.0).
+run ./uplink/switcher/ 'BenchmarkListeners1000VsIcecast'

@@ -99,6 +99,8 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	if r.Method == http.MethodHead {
 		return
 	}
+	// Listeners send nothing more: let the server's 8 KiB of buffers go.
+	bw = nil
 	log := st.log.With("listener", conn.RemoteAddr().String())
 	log.Info("listener connected", "icy_metadata", wantMeta)
 	st.listeners.Add(1)
