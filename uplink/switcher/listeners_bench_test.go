@@ -67,12 +67,15 @@ func BenchmarkListeners1000VsIcecast(b *testing.B) {
 	servers := []*server{{name: "switcher", addr: swAddr, pid: swPID}, {name: "icecast2", addr: ice.Addr, pid: ice.PID}}
 	// What each costs with the stream running and nobody listening.
 	idle := map[string]float64{}
+	idleRSS := map[string]int64{}
 	for _, s := range servers {
 		c0 := e2e.ProcCPU(s.pid)
 		time.Sleep(window / 2)
 		idle[s.name] = (e2e.ProcCPU(s.pid) - c0).Seconds() / (window / 2).Seconds()
+		idleRSS[s.name] = e2e.ProcRSS(s.pid)
 	}
-	b.Logf("no listeners: switcher %.1f%%, icecast2 %.1f%% of a core", 100*idle["switcher"], 100*idle["icecast2"])
+	b.Logf("no listeners: switcher %.1f%% of a core, RSS %.1f MB; icecast2 %.1f%%, RSS %.1f MB",
+		100*idle["switcher"], float64(idleRSS["switcher"])/(1<<20), 100*idle["icecast2"], float64(idleRSS["icecast2"])/(1<<20))
 	var clientCPU []float64
 	for r := 0; r < rounds; r++ {
 		order := servers
