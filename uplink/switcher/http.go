@@ -105,18 +105,9 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	log.Info("listener connected", "icy_metadata", wantMeta)
 	st.listeners.Add(1)
 	defer st.listeners.Add(-1)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// A client that closes its side is noticed by a read returning.
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				cancel()
-				return
-			}
-		}
-	}()
+	// A listener that hangs up is noticed by the next write failing, at
+	// most listener_write_interval later: no goroutine per listener waits
+	// on a read.
 	var meta *icy.Interleaver
 	if wantMeta {
 		meta = icy.NewInterleaver(s.cfg.ICYMetaInt)

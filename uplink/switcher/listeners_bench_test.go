@@ -35,7 +35,7 @@ func BenchmarkListeners1000VsIcecast(b *testing.B) {
 	ice := e2e.StartIcecastWith(b, e2e.IcecastConfig{Clients: listeners + 100})
 	env := []string{"TANDEM_SWITCHER_MAX_LISTENERS=" + strconv.Itoa(listeners+100)}
 	// TANDEM_BENCH_PROFILE=<file> saves a CPU profile of the switcher's
-	// first window.
+	// first window, and its heap at the end of it as <file>.heap.
 	profile := os.Getenv("TANDEM_BENCH_PROFILE")
 	debugAddr := ""
 	if profile != "" {
@@ -93,6 +93,9 @@ func BenchmarkListeners1000VsIcecast(b *testing.B) {
 			}
 			time.Sleep(window)
 			cpu1, self1 := e2e.ProcCPU(s.pid), e2e.ProcCPU(os.Getpid())
+			if profile != "" && s.pid == swPID && r == 0 {
+				saveHeap(b, debugAddr, profile+".heap")
+			}
 			after := load.counts()
 			srcBytes := src.bytes.Load() - srcBefore
 			rss := e2e.ProcRSS(s.pid)
@@ -345,6 +348,22 @@ func saveProfile(b *testing.B, addr, file string, d time.Duration) {
 	f, err := os.Create(file)
 	if err != nil {
 		b.Errorf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	f.ReadFrom(resp.Body)
+}
+
+func saveHeap(b *testing.B, addr, file string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/heap", addr))
+	if err != nil {
+		b.Errorf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		b.Errorf("heap profile: %v", err)
 		return
 	}
 	defer f.Close()
