@@ -89,12 +89,12 @@ func BenchmarkListeners1000VsIcecast(b *testing.B) {
 			srcBefore := src.bytes.Load()
 			cpu0, self0 := e2e.ProcCPU(s.pid), e2e.ProcCPU(os.Getpid())
 			if profile != "" && s.pid == swPID && r == 0 {
-				go saveProfile(b, debugAddr, profile, window-time.Second)
+				go saveProfile(b, debugAddr, fmt.Sprintf("profile?seconds=%d", int((window-time.Second).Seconds())), profile)
 			}
 			time.Sleep(window)
 			cpu1, self1 := e2e.ProcCPU(s.pid), e2e.ProcCPU(os.Getpid())
 			if profile != "" && s.pid == swPID && r == 0 {
-				saveHeap(b, debugAddr, profile+".heap")
+				saveProfile(b, debugAddr, "heap", profile+".heap")
 			}
 			after := load.counts()
 			srcBytes := src.bytes.Load() - srcBefore
@@ -338,32 +338,18 @@ func (l *listenerLoad) close() int {
 	return ended
 }
 
-func saveProfile(b *testing.B, addr, file string, d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+// saveProfile stores one of the switcher's pprof profiles (path under
+// /debug/pprof/) in file.
+func saveProfile(b *testing.B, addr, path, file string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", addr, path))
 	if err != nil {
-		b.Errorf("profile: %v", err)
+		b.Errorf("profile %s: %v", path, err)
 		return
 	}
 	defer resp.Body.Close()
 	f, err := os.Create(file)
 	if err != nil {
-		b.Errorf("profile: %v", err)
-		return
-	}
-	defer f.Close()
-	f.ReadFrom(resp.Body)
-}
-
-func saveHeap(b *testing.B, addr, file string) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/heap", addr))
-	if err != nil {
-		b.Errorf("heap profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(file)
-	if err != nil {
-		b.Errorf("heap profile: %v", err)
+		b.Errorf("profile %s: %v", path, err)
 		return
 	}
 	defer f.Close()

@@ -404,3 +404,20 @@ func TestListenerThatNeverReadsIsDroppedAlone(t *testing.T) {
 		t.Errorf("the other listener's audio: %v", r)
 	}
 }
+
+// An RTMP publisher's onMetaData title is the stream's title.
+func TestRTMPTitleReachesListeners(t *testing.T) {
+	srv := startSwitcher(t, nil)
+	addr := srv.HTTPAddr().String()
+	toneSource(t, "rtmp://"+srv.RTMPAddr().String()+"/live/rt", 440, "flv", "-metadata", "title=RTMP Show")
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, "http://"+addr, nil), "live/rt")
+		return st != nil && st.State == "online" && st.Output.Title == "RTMP Show"
+	}) {
+		t.Fatalf("RTMP title not taken: %+v", e2e.FindStream(e2e.GetStreams(t, "http://"+addr, nil), "live/rt"))
+	}
+	l := listenICY(t, addr, "/live/rt.aac")
+	if !e2e.WaitFor(5*time.Second, func() bool { return l.lastTitle() == "RTMP Show" }) {
+		t.Errorf("ICY listener's title %q", l.lastTitle())
+	}
+}
