@@ -99,7 +99,8 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	if r.Method == http.MethodHead {
 		return
 	}
-	// Listeners send nothing more: let the server's 8 KiB of buffers go.
+	// Listeners send nothing more: drop the hijacked buffers (its writer
+	// is 4 KiB that would live as long as the listener).
 	bw = nil
 	log := st.log.With("listener", conn.RemoteAddr().String())
 	log.Info("listener connected", "icy_metadata", wantMeta)
