@@ -242,6 +242,12 @@ func TestFFmpegReadsICYMetadata(t *testing.T) {
 			t.Errorf("ffprobe does not show %s", want)
 		}
 	}
+	// ffmpeg as a player strips the blocks itself and decodes cleanly.
+	out, err = exec.CommandContext(ctx, e2e.Need(t, "ffmpeg"), "-hide_banner", "-nostdin", "-v", "error", "-icy", "1",
+		"-i", base+"/probe.aac", "-t", "3", "-f", "null", "-").CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg -icy 1 decoding: %v: %s", err, out)
+	}
 }
 
 func TestListenerCaps(t *testing.T) {
