@@ -81,6 +81,8 @@ type Config struct {
 	// (1000 listeners: 500ms is under Icecast's CPU, 100ms twice it), and
 	// players buffer seconds anyway; a listener hears the stream on
 	// average half an interval later. SRT pull and HLS are not affected.
+	// Keep listener_burst at least one interval long (24 frames are
+	// 512 ms) so a player that starts at once never runs dry waiting.
 	ListenerWriteInterval Duration `json:"listener_write_interval"`
 	// ICYMetaInt is the bytes of audio between two ICY metadata blocks for
 	// listeners that ask for metadata (Icy-MetaData: 1).
