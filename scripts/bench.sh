@@ -20,7 +20,7 @@ run() {
 echo "Tandem benchmarks on $(nproc) cores, $(date -u +%FT%TZ)"
 echo
 # Parsers and fan-out: ns/op and allocations.
-go test -run '^$' -bench . -benchmem ./uplink/mpegts/ ./uplink/adts/ ./uplink/media/ 2>&1 | grep -E '^Benchmark|^ok'
+go test -run '^$' -bench . -benchmem ./uplink/mpegts/ ./uplink/adts/ ./uplink/media/ ./uplink/icy/ 2>&1 | grep -E '^Benchmark|^ok'
 echo
 # Issue 2: output latency in the lab, and switcher cost per aligned pair.
 run ./uplink/switcher/ 'BenchmarkLabLatency'
@@ -34,3 +34,6 @@ run ./firmware/daemon/ 'BenchmarkCaptureToListenerLatency' -v
 # Issue 5: RTMP and SRT ingest of 100 A/V streams (H.264 + AAC, 2 Mbit/s):
 # the switcher's CPU and RSS per stream.
 run ./uplink/switcher/ 'BenchmarkAVIngest'
+# Issue 5: 1000 HTTP listeners of one 128 kbit/s stream, the switcher
+# binary against icecast2 fed the same bytes (target: CPU ratio <= 1.0).
+run ./uplink/switcher/ 'BenchmarkListeners1000VsIcecast'

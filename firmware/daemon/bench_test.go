@@ -10,84 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"tandem/scripts/e2e"
 )
-
-// clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
-// 100 on every Linux we run). The kernel scales them so that their sum is
-// the task's exact run time, but rounds to a tick: over a window of w
-// seconds a process's figure is exact to ±1 tick, i.e. ±(1/w)% of a core.
-const clockTick = 10 * time.Millisecond
-
-// procStat is one read of /proc/<pid>/stat.
-type procStat struct {
-	ppid int
-	cpu  time.Duration // utime + stime of every thread, live or exited
-}
-
-func readStat(pid int) (procStat, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return procStat{}, err
-	}
-	s := string(data)
-	// The command name is in parentheses and may contain spaces.
-	close := strings.LastIndexByte(s, ')')
-	if close < 0 || close+2 > len(s) {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name in %q", pid, s)
-	}
-	fs := strings.Fields(s[close+2:])
-	if len(fs) < 13 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields after the name, want at least 13", pid, len(fs))
-	}
-	ppid, err1 := strconv.Atoi(fs[1])
-	ut, err2 := strconv.ParseInt(fs[11], 10, 64)
-	st, err3 := strconv.ParseInt(fs[12], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: unreadable ppid/utime/stime in %q", pid, s)
-	}
-	return procStat{ppid: ppid, cpu: time.Duration(ut+st) * clockTick}, nil
-}
-
-// childrenOf lists the pids whose parent is pid, sorted.
-func childrenOf(pid int) []int {
-	var out []int
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		c, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		if st, err := readStat(c); err == nil && st.ppid == pid {
-			out = append(out, c)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// rssOf is a process's resident set size in bytes.
-func rssOf(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			fs := strings.Fields(v)
-			if len(fs) == 0 {
-				break
-			}
-			n, err := strconv.ParseInt(fs[0], 10, 64)
-			return n * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
-}
 
 // cpuSample is the CPU time of the measured processes at one instant.
 type cpuSample struct {
@@ -102,24 +29,24 @@ type cpuSample struct {
 // encoders) and the single ffmpeg.
 func sampleCPU(b *testing.B, daemonPID, ffmpegPID int) cpuSample {
 	b.Helper()
-	s := cpuSample{at: time.Now(), encoderPIDs: childrenOf(daemonPID)}
-	d, err := readStat(daemonPID)
+	s := cpuSample{at: time.Now(), encoderPIDs: e2e.ChildrenOf(daemonPID)}
+	d, err := e2e.ReadProcStat(daemonPID)
 	if err != nil {
 		b.Fatalf("the daemon is gone: %v", err)
 	}
-	s.daemon = d.cpu
+	s.daemon = d.CPU
 	for _, c := range s.encoderPIDs {
-		if st, err := readStat(c); err == nil {
-			s.encoders += st.cpu
+		if st, err := e2e.ReadProcStat(c); err == nil {
+			s.encoders += st.CPU
 		}
 	}
-	f, err := readStat(ffmpegPID)
+	f, err := e2e.ReadProcStat(ffmpegPID)
 	if err != nil {
 		b.Fatalf("the single ffmpeg is gone: %v", err)
 	}
-	s.ffmpeg = f.cpu
-	s.daemonRSS, _ = rssOf(daemonPID)
-	s.ffmpegRSS, _ = rssOf(ffmpegPID)
+	s.ffmpeg = f.CPU
+	s.daemonRSS, _ = e2e.ReadProcRSS(daemonPID)
+	s.ffmpegRSS, _ = e2e.ReadProcRSS(ffmpegPID)
 	return s
 }
 
@@ -231,7 +158,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 
 	// Warm up: connections made, encoders past their start.
 	time.Sleep(5 * time.Second)
-	if n := len(childrenOf(daemon.Process.Pid)); n != 2 {
+	if n := len(e2e.ChildrenOf(daemon.Process.Pid)); n != 2 {
 		b.Fatalf("the daemon runs %d child processes, want its 2 ffmpeg encoders", n)
 	}
 	var ws []cpuWindow

@@ -297,6 +297,14 @@ func GetEvents(t testing.TB, base string, client *http.Client) []switcher.Event 
 // test ends and returns its HTTP base URL and its SRT address.
 func StartSwitcher(t testing.TB, env ...string) (base, srtAddr string) {
 	t.Helper()
+	base, srtAddr, _ = StartSwitcherProcess(t, env...)
+	return base, srtAddr
+}
+
+// StartSwitcherProcess is StartSwitcher that also returns the process id
+// (benchmarks read its CPU time).
+func StartSwitcherProcess(t testing.TB, env ...string) (base, srtAddr string, pid int) {
+	t.Helper()
 	bin := Binary(t, "tandem/uplink/cmd/tandem-switcher")
 	srtPort, httpPort := FreeUDPPort(t), FreeTCPPort(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -308,6 +316,23 @@ func StartSwitcher(t testing.TB, env ...string) (base, srtAddr string) {
 		"TANDEM_SWITCHER_STATE_DIR=" + t.TempDir(),
 	}, env...)...)
 	cmd.Stdout, cmd.Stderr = LogWriter(t), LogWriter(t)
+	if _, isBench := t.(*testing.B); isBench {
+		// A benchmark's log is its figures (Go truncates it): the
+		// switcher's own log goes to a file, shown if the benchmark fails.
+		logFile := filepath.Join(t.TempDir(), "switcher.log")
+		f, err := os.Create(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = f, f
+		t.Cleanup(func() {
+			f.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logFile)
+				t.Logf("switcher log (last 4 KiB):\n%s", b[max(0, len(b)-4096):])
+			}
+		})
+	}
 	cmd.WaitDelay = 3 * time.Second
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -318,7 +343,7 @@ func StartSwitcher(t testing.TB, env ...string) (base, srtAddr string) {
 	if !WaitFor(10*time.Second, func() bool { _, err := HTTPGet(base + "/healthz"); return err == nil }) {
 		t.Fatal("switcher did not start")
 	}
-	return base, fmt.Sprintf("127.0.0.1:%d", srtPort)
+	return base, fmt.Sprintf("127.0.0.1:%d", srtPort), cmd.Process.Pid
 }
 
 // EncodeAAC runs an ffmpeg lavfi audio graph through its AAC encoder

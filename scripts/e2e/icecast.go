@@ -33,6 +33,31 @@ const IcecastPassword = "tandem-source-pw"
 // doing so is started again (up to 3 times).
 func StartIcecast(t testing.TB, mounts string) string {
 	t.Helper()
+	return StartIcecastWith(t, IcecastConfig{Mounts: mounts}).Addr
+}
+
+// IcecastConfig is what StartIcecastWith may change.
+type IcecastConfig struct {
+	// Mounts is extra <mount> configuration (fallback mounts).
+	Mounts string
+	// Clients is Icecast's <clients> limit (listeners and sources
+	// together); 0 keeps 20.
+	Clients int
+}
+
+// Icecast is a running icecast2.
+type Icecast struct {
+	Addr string
+	PID  int
+}
+
+// StartIcecastWith is StartIcecast with more settings, returning the
+// process id too (benchmarks read its CPU time).
+func StartIcecastWith(t testing.TB, cfg IcecastConfig) *Icecast {
+	t.Helper()
+	if cfg.Clients == 0 {
+		cfg.Clients = 20
+	}
 	bin := Need(t, "icecast2")
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -51,51 +76,51 @@ func StartIcecast(t testing.TB, mounts string) string {
 	gid, _ := strconv.Atoi(u.Gid)
 	var errs []string
 	for attempt := 1; attempt <= 3; attempt++ {
-		addr, err := launchIcecast(t, bin, uid, gid, mounts)
+		ice, err := launchIcecast(t, bin, uid, gid, cfg)
 		if err == nil {
-			return addr
+			return ice
 		}
 		errs = append(errs, fmt.Sprintf("attempt %d: %v", attempt, err))
 		t.Logf("NOTE: icecast2 start attempt %d failed: %v", attempt, err)
 	}
 	t.Fatalf("icecast2 would not start:\n%s", strings.Join(errs, "\n"))
-	return ""
+	return nil
 }
 
 // launchIcecast starts one Icecast and warms it up with a throwaway
 // source. On failure everything it started is stopped already.
-func launchIcecast(t testing.TB, bin string, uid, gid int, mounts string) (string, error) {
+func launchIcecast(t testing.TB, bin string, uid, gid int, cfg IcecastConfig) (*Icecast, error) {
 	dir, err := os.MkdirTemp("", "tandem-icecast-")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	logDir := filepath.Join(dir, "log")
 	if err := os.Mkdir(logDir, 0o755); err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return nil, err
 	}
 	for _, p := range []string{dir, logDir} {
 		if err := os.Chown(p, uid, gid); err != nil {
 			os.RemoveAll(dir)
-			return "", err
+			return nil, err
 		}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return nil, err
 	}
 	// A free port: bind, note, release (Icecast binds it right after).
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	conf := fmt.Sprintf(`<icecast>
   <location>test</location><admin>test@localhost</admin>
   <limits>
-    <clients>20</clients><sources>4</sources><queue-size>524288</queue-size>
+    <clients>%d</clients><sources>4</sources><queue-size>524288</queue-size>
     <client-timeout>30</client-timeout><header-timeout>15</header-timeout>
     <source-timeout>10</source-timeout><burst-on-connect>1</burst-on-connect><burst-size>65535</burst-size>
   </limits>
@@ -114,11 +139,11 @@ func launchIcecast(t testing.TB, bin string, uid, gid int, mounts string) (strin
   <security><chroot>0</chroot></security>
 %s
 </icecast>
-`, IcecastPassword, port, dir, logDir, mounts)
+`, cfg.Clients, IcecastPassword, port, dir, logDir, cfg.Mounts)
 	confPath := filepath.Join(dir, "icecast.xml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return nil, err
 	}
 	cmd := exec.Command(bin, "-c", confPath)
 	cmd.Dir = dir
@@ -130,7 +155,7 @@ func launchIcecast(t testing.TB, bin string, uid, gid int, mounts string) (strin
 	}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return nil, err
 	}
 	waited := make(chan struct{})
 	var exitErr error
@@ -155,11 +180,11 @@ func launchIcecast(t testing.TB, bin string, uid, gid int, mounts string) (strin
 			<-waited
 		}
 	}
-	fail := func(err error) (string, error) {
+	fail := func(err error) (*Icecast, error) {
 		stop()
 		log := errorLog()
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("%w\noutput: %s\nerror.log:\n%s", err, out.String(), log)
+		return nil, fmt.Errorf("%w\noutput: %s\nerror.log:\n%s", err, out.String(), log)
 	}
 	dead := func() bool {
 		select {
@@ -202,7 +227,7 @@ func launchIcecast(t testing.TB, bin string, uid, gid int, mounts string) (strin
 		}
 		os.RemoveAll(dir)
 	})
-	return addr, nil
+	return &Icecast{Addr: addr, PID: cmd.Process.Pid}, nil
 }
 
 // warmUp logs a source in on /warmup.aac, sends a little, and leaves.

@@ -25,6 +25,9 @@ type Fanout[T any] struct {
 	next   uint64 // sequence number of the next write
 	wake   chan struct{}
 	closed bool
+	// batchWake wakes batched readers once every batchEvery writes.
+	batchEvery uint64
+	batchWake  chan struct{}
 }
 
 // NewFanout makes a fan-out that keeps the last size items.
@@ -32,7 +35,18 @@ func NewFanout[T any](size int) *Fanout[T] {
 	if size < 1 {
 		size = 1
 	}
-	return &Fanout[T]{ring: make([]T, size), wake: make(chan struct{})}
+	return &Fanout[T]{ring: make([]T, size), wake: make(chan struct{}), batchEvery: 1, batchWake: make(chan struct{})}
+}
+
+// SetBatch makes batched readers (NewBatchedReader) wait for every n-th
+// write instead of each one, so a thousand readers that each cost a
+// syscall per wake-up (network listeners) wake n times less often and
+// take n items at once. Readers that need every item at once are not
+// affected.
+func (f *Fanout[T]) SetBatch(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batchEvery = uint64(max(1, n))
 }
 
 // Write appends an item and wakes every waiting reader.
@@ -46,8 +60,16 @@ func (f *Fanout[T]) Write(item T) {
 	f.next++
 	w := f.wake
 	f.wake = make(chan struct{})
+	var bw chan struct{}
+	if f.next%f.batchEvery == 0 {
+		bw = f.batchWake
+		f.batchWake = make(chan struct{})
+	}
 	f.mu.Unlock()
 	close(w)
+	if bw != nil {
+		close(bw)
+	}
 }
 
 // Close ends the stream: readers get what is left, then ErrFanoutClosed.
@@ -59,6 +81,7 @@ func (f *Fanout[T]) Close() {
 	}
 	f.closed = true
 	close(f.wake)
+	close(f.batchWake)
 }
 
 // Written is the number of items written so far.
@@ -70,8 +93,9 @@ func (f *Fanout[T]) Written() uint64 {
 
 // Reader is one consumer's position in a Fanout.
 type Reader[T any] struct {
-	f   *Fanout[T]
-	pos uint64
+	f       *Fanout[T]
+	pos     uint64
+	batched bool
 }
 
 // NewReader starts a reader burst items back from the newest (0: only new
@@ -90,6 +114,15 @@ func (f *Fanout[T]) NewReader(burst int) *Reader[T] {
 		pos = f.next - uint64(burst)
 	}
 	return &Reader[T]{f: f, pos: pos}
+}
+
+// NewBatchedReader is NewReader for a reader that, once it has read
+// everything, waits for the next batch (see SetBatch) rather than the next
+// item.
+func (f *Fanout[T]) NewBatchedReader(burst int) *Reader[T] {
+	r := f.NewReader(burst)
+	r.batched = true
+	return r
 }
 
 // Read appends every item available to dst, waiting for at least one, and
@@ -116,6 +149,9 @@ func (r *Reader[T]) Read(ctx context.Context, dst []T) ([]T, error) {
 			return dst, ErrFanoutClosed
 		}
 		w := f.wake
+		if r.batched {
+			w = f.batchWake
+		}
 		f.mu.Unlock()
 		select {
 		case <-w:

@@ -104,3 +104,44 @@ func BenchmarkFanoutWrite1000Readers(b *testing.B) {
 		}
 	}
 }
+
+func TestFanoutBatchedReaderWakesOncePerBatch(t *testing.T) {
+	f := NewFanout[int](64)
+	f.SetBatch(4)
+	rd := f.NewBatchedReader(0)
+	got := make(chan []int, 16)
+	go func() {
+		var buf []int
+		for {
+			var err error
+			buf, err = rd.Read(context.Background(), nil)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- buf
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // the reader is waiting
+	for i := 0; i < 10; i++ {
+		f.Write(i)
+		time.Sleep(5 * time.Millisecond) // time to wake, if it were woken
+	}
+	f.Close()
+	var reads [][]int
+	for b := range got {
+		reads = append(reads, b)
+	}
+	// Woken at writes 4 and 8 and by the close; never item by item.
+	if len(reads) != 3 || len(reads[0]) != 4 || len(reads[1]) != 4 || len(reads[2]) != 2 || reads[2][1] != 9 {
+		t.Fatalf("batched reads %v, want [0..3] [4..7] [8 9]", reads)
+	}
+	// An unbatched reader of the same fan-out is not held back.
+	f2 := NewFanout[int](8)
+	f2.SetBatch(4)
+	plain := f2.NewReader(0)
+	go func() { time.Sleep(5 * time.Millisecond); f2.Write(1) }()
+	if v, err := plain.Read(context.Background(), nil); err != nil || len(v) != 1 {
+		t.Fatalf("plain reader: %v %v", v, err)
+	}
+}

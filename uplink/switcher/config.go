@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"tandem/uplink/icy"
+	"tandem/uplink/media"
 	"tandem/uplink/switcher/health"
 	"tandem/uplink/switcher/merge"
 )
@@ -77,6 +79,23 @@ type Config struct {
 	// so their silence and channel imbalance are judged too; one process
 	// per such input. Empty turns decoding off.
 	LevelDecoder string `json:"level_decoder"`
+	// MaxListeners caps the HTTP listeners of all streams together; a
+	// stream's own cap is streams.<id>.max_listeners. 0 is no cap. Over a
+	// cap a player gets 403, as from Icecast.
+	MaxListeners int `json:"max_listeners"`
+	// ListenerWriteInterval is how much audio an HTTP listener is sent at
+	// once (rounded to whole frames; 0: every frame as it is emitted).
+	// Each write costs a syscall and a wake-up per listener: with
+	// thousands of listeners, fewer larger writes cost far less CPU
+	// (1000 listeners: 500ms is under Icecast's CPU, 100ms twice it), and
+	// players buffer seconds anyway; a listener hears the stream on
+	// average half an interval later. SRT pull and HLS are not affected.
+	// Keep listener_burst at least one interval long (24 frames are
+	// 512 ms) so a player that starts at once never runs dry waiting.
+	ListenerWriteInterval Duration `json:"listener_write_interval"`
+	// ICYMetaInt is the bytes of audio between two ICY metadata blocks for
+	// listeners that ask for metadata (Icy-MetaData: 1).
+	ICYMetaInt int `json:"icy_metaint"`
 }
 
 // Webhook is one notification receiver.
@@ -113,6 +132,9 @@ type StreamConfig struct {
 	Passphrase string `json:"passphrase"`
 	// Policy overrides the default failover policy for this stream.
 	Policy string `json:"policy"`
+	// MaxListeners caps this stream's HTTP listeners; 0 is no cap of its
+	// own (the global max_listeners still applies).
+	MaxListeners int `json:"max_listeners"`
 }
 
 // DefaultConfig is what the switcher runs with when nothing is configured.
@@ -134,6 +156,9 @@ func DefaultConfig() Config {
 		ListenerBuffer: 512,
 		ListenerBurst:  24,
 		LevelDecoder:   "ffmpeg",
+		ICYMetaInt:     icy.DefaultMetaInt,
+
+		ListenerWriteInterval: Duration(500 * time.Millisecond),
 	}
 }
 
@@ -191,6 +216,15 @@ func (c Config) Validate() error {
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
 	}
+	if c.ListenerWriteInterval < 0 || c.ListenerWriteInterval > Duration(time.Second) {
+		bad("listener_write_interval", "%v is outside 0..1s", time.Duration(c.ListenerWriteInterval))
+	}
+	if c.MaxListeners < 0 {
+		bad("max_listeners", "%d is negative (0 means no cap)", c.MaxListeners)
+	}
+	if c.ICYMetaInt < 256 || c.ICYMetaInt > 1<<20 {
+		bad("icy_metaint", "%d is outside 256..1048576 bytes", c.ICYMetaInt)
+	}
 	if c.HLSTarget < Duration(time.Second) || c.HLSTarget > Duration(30*time.Second) {
 		bad("hls_target", "%v is outside 1s..30s", time.Duration(c.HLSTarget))
 	}
@@ -218,6 +252,9 @@ func (c Config) Validate() error {
 		app, n, ok := strings.Cut(name, "/")
 		if !ok || app == "" || n == "" || strings.HasSuffix(n, "_fallback") {
 			bad("streams."+name, "name must be <app>/<name> without the _fallback suffix")
+		}
+		if s.MaxListeners < 0 {
+			bad("streams."+name+".max_listeners", "%d is negative (0 means no cap of its own)", s.MaxListeners)
 		}
 		if p := len(s.Passphrase); p != 0 && (p < 10 || p > 79) {
 			bad("streams."+name+".passphrase", "must be 10 to 79 characters, has %d", p)
@@ -305,6 +342,12 @@ func (c *Config) applyEnv(environ []string) error {
 			c.SRTUDPBuffer, err = strconv.Atoi(v)
 		case "listener_burst":
 			c.ListenerBurst, err = strconv.Atoi(v)
+		case "listener_write_interval":
+			err = c.ListenerWriteInterval.parse(v)
+		case "max_listeners":
+			c.MaxListeners, err = strconv.Atoi(v)
+		case "icy_metaint":
+			c.ICYMetaInt, err = strconv.Atoi(v)
 		default:
 			return fmt.Errorf("environment %s: unknown setting", k)
 		}
@@ -362,4 +405,14 @@ func (c Config) healthThresholds() health.Thresholds {
 		th.Stall = time.Duration(c.SpliceStall)
 	}
 	return th
+}
+
+// listenerBatch is how many frames of the given audio make up one
+// ListenerWriteInterval (at least 1).
+func (c Config) listenerBatch(a media.AudioConfig) int {
+	if a.SampleRate <= 0 {
+		return 1
+	}
+	frame := time.Duration(a.FrameSamples()) * time.Second / time.Duration(a.SampleRate)
+	return max(1, int((time.Duration(c.ListenerWriteInterval)+frame/2)/frame))
 }

@@ -28,6 +28,12 @@ func testLogger(t testing.TB) *slog.Logger {
 // startSwitcher runs an in-process switcher on loopback with free ports.
 func startSwitcher(t testing.TB, mutate func(*switcher.Config)) *switcher.Server {
 	t.Helper()
+	return startSwitcherLogging(t, mutate, testLogger(t))
+}
+
+// startSwitcherLogging is startSwitcher with the switcher's log going to log.
+func startSwitcherLogging(t testing.TB, mutate func(*switcher.Config), log *slog.Logger) *switcher.Server {
+	t.Helper()
 	cfg := switcher.DefaultConfig()
 	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -36,7 +42,7 @@ func startSwitcher(t testing.TB, mutate func(*switcher.Config)) *switcher.Server
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := switcher.New(cfg, testLogger(t))
+	srv, err := switcher.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +97,27 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 // like a third-party encoder; it is killed when the test ends.
 func toneSource(t *testing.T, url string, freq int, format ...string) *exec.Cmd {
 	t.Helper()
-	return lavfiSource(t, url, fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), format...)
+	return lavfiSourceAt(t, url, fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), "128k", format...)
+}
+
+// toneSourceAt is toneSource at another AAC bitrate.
+func toneSourceAt(t *testing.T, url string, freq int, bitrate string, format ...string) *exec.Cmd {
+	t.Helper()
+	return lavfiSourceAt(t, url, fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq), bitrate, format...)
 }
 
 // lavfiSource is toneSource for any lavfi audio graph.
 func lavfiSource(t *testing.T, url, graph string, format ...string) *exec.Cmd {
 	t.Helper()
+	return lavfiSourceAt(t, url, graph, "128k", format...)
+}
+
+func lavfiSourceAt(t *testing.T, url, graph, bitrate string, format ...string) *exec.Cmd {
+	t.Helper()
 	ffmpeg := e2e.Need(t, "ffmpeg")
 	args := []string{"-hide_banner", "-loglevel", "error", "-re",
 		"-f", "lavfi", "-i", graph, "-ac", "2",
-		"-c:a", "aac", "-b:a", "128k", "-f"}
+		"-c:a", "aac", "-b:a", bitrate, "-f"}
 	args = append(append(args, format...), url)
 	cmd := exec.Command(ffmpeg, args...)
 	cmd.Stderr = e2e.LogWriter(t)

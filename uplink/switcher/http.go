@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"tandem/uplink/icy"
 	"tandem/uplink/media"
 	"tandem/uplink/streamid"
 	"tandem/uplink/switcher/audiolevel"
@@ -23,6 +26,8 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 	mux.Handle("GET /api/v1/events", s.eventLog.Handler())
 	mux.Handle("GET /api/v1/events/stream", s.eventLog.Handler())
 	mux.HandleFunc("POST /api/v1/streams/{app}/{name}/active", s.handleActive)
+	mux.HandleFunc("POST /api/v1/streams/{app}/{name}/metadata", s.handleMetadata)
+	mux.HandleFunc("GET /admin/metadata", s.handleAdminMetadata)
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{app}/{file}", func(w http.ResponseWriter, r *http.Request) { s.handleListen(ctx, w, r) })
@@ -38,7 +43,8 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 }
 
 // handleListen serves a stream's continuous ADTS output the way Icecast
-// does: an HTTP/1.0 response without a length, audio until the stream ends.
+// does: an HTTP/1.0 response without a length, audio until the stream ends,
+// with ICY metadata blocks for players that ask for them.
 func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	app, file := r.PathValue("app"), r.PathValue("file")
 	name, ok := strings.CutSuffix(file, ".aac")
@@ -60,27 +66,32 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 		http.Error(w, "stream "+app+"/"+name+" is not on air", http.StatusNotFound)
 		return
 	}
-	rd := fan.NewReader(s.cfg.ListenerBurst)
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		http.Error(w, "listener connections need HTTP/1", http.StatusHTTPVersionNotSupported)
 		return
 	}
+	release, err := s.admitListener(st)
+	if err != nil {
+		st.log.Warn("listener refused", "listener", r.RemoteAddr, "reason", err.Error())
+		// Icecast's answer, which players show as "server full".
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	defer release()
 	conn, bw, err := hj.Hijack()
 	if err != nil {
 		return
 	}
 	defer conn.Close()
-	hdr := "HTTP/1.0 200 OK\r\n" +
-		"Content-Type: audio/aac\r\n" +
-		"icy-name: " + app + "/" + name + "\r\n" +
-		"icy-pub: 0\r\n" +
-		"Cache-Control: no-cache, no-store\r\n" +
-		"Pragma: no-cache\r\n" +
-		"Access-Control-Allow-Origin: *\r\n" +
-		"Server: tandem-switcher\r\n" +
-		"Connection: close\r\n\r\n"
-	if _, err := bw.WriteString(hdr); err != nil {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Linux grows a socket's send buffer up to 4 MiB: a listener that
+		// stops reading would hold that much kernel memory and take minutes
+		// to be noticed. The ring (listener_buffer) is the real buffer.
+		tc.SetWriteBuffer(listenerSocketBuffer)
+	}
+	wantMeta := r.Header.Get("Icy-MetaData") == "1"
+	if _, err := bw.WriteString(s.listenerHeader(st, app+"/"+name, wantMeta)); err != nil {
 		return
 	}
 	if err := bw.Flush(); err != nil {
@@ -89,35 +100,53 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	if r.Method == http.MethodHead {
 		return
 	}
+	// Listeners send nothing more: drop the hijacked buffers (its writer
+	// is 4 KiB that would live as long as the listener).
+	bw = nil
 	log := st.log.With("listener", conn.RemoteAddr().String())
-	log.Info("listener connected")
+	log.Info("listener connected", "icy_metadata", wantMeta)
 	st.listeners.Add(1)
 	defer st.listeners.Add(-1)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// A client that closes its side is noticed by a read returning.
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				cancel()
-				return
-			}
-		}
-	}()
+	// A listener that hangs up is noticed by the next write failing, at
+	// most listener_write_interval later: no goroutine per listener waits
+	// on a read.
+	var meta *icy.Interleaver
+	if wantMeta {
+		meta = icy.NewInterleaver(s.cfg.ICYMetaInt)
+	}
+	// A batched reader wakes once per listener_write_interval, not per
+	// frame: each wake-up costs this listener a writev.
+	rd := fan.NewBatchedReader(s.cfg.ListenerBurst)
 	var batch []Packet
 	var bufs net.Buffers
+	var deadlineSet time.Time
 	for {
 		batch, err = rd.Read(ctx, batch[:0])
 		if len(batch) > 0 {
+			// Frames are shared by every listener: only slices of them
+			// are queued, and the batch goes out in one writev.
 			bufs = bufs[:0]
+			cur := st.meta.current.Load()
 			for _, p := range batch {
-				bufs = append(bufs, p.ADTS)
+				if meta != nil {
+					bufs = meta.Append(bufs, p.ADTS, cur)
+				} else {
+					bufs = append(bufs, p.ADTS)
+				}
 			}
-			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			// A write that blocks this long drops the listener. Moving the
+			// deadline costs a timer update: once a second is enough.
+			if now := time.Now(); now.Sub(deadlineSet) > time.Second {
+				conn.SetWriteDeadline(now.Add(listenerWriteTimeout))
+				deadlineSet = now
+			}
 			b := bufs
 			if _, werr := b.WriteTo(conn); werr != nil {
-				log.Info("listener gone", "reason", werr.Error())
+				if errors.Is(werr, os.ErrDeadlineExceeded) {
+					log.Warn("listener dropped: it stopped reading (a write blocked too long)", "timeout", listenerWriteTimeout)
+				} else {
+					log.Info("listener gone", "reason", werr.Error())
+				}
 				return
 			}
 		}
@@ -134,6 +163,84 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 			return
 		}
 	}
+}
+
+// listenerWriteTimeout is how long a write to a listener may block before
+// the listener is dropped.
+const listenerWriteTimeout = 10 * time.Second
+
+// listenerSocketBuffer bounds a listener socket's kernel send buffer: 8 s
+// of 128 kbit/s audio, several write intervals at any bitrate we serve.
+const listenerSocketBuffer = 128 << 10
+
+// listenerHeader is the response players expect from Icecast.
+func (s *Server) listenerHeader(st *stream, id string, wantMeta bool) string {
+	info := st.meta.info()
+	var b strings.Builder
+	b.WriteString("HTTP/1.0 200 OK\r\nContent-Type: audio/aac\r\n")
+	hdr := func(k, v string) {
+		// Header values come from sources: no line breaks may pass.
+		v = strings.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' {
+				return ' '
+			}
+			return r
+		}, v)
+		b.WriteString(k + ": " + v + "\r\n")
+	}
+	name := info.Name
+	if name == "" {
+		name = id
+	}
+	hdr("icy-name", name)
+	if info.Description != "" {
+		hdr("icy-description", info.Description)
+	}
+	if info.Genre != "" {
+		hdr("icy-genre", info.Genre)
+	}
+	if info.URL != "" {
+		hdr("icy-url", info.URL)
+	}
+	if info.BitrateKbps > 0 {
+		hdr("icy-br", strconv.Itoa(info.BitrateKbps))
+	}
+	pub := "0"
+	if info.Public {
+		pub = "1"
+	}
+	hdr("icy-pub", pub)
+	if wantMeta {
+		hdr("icy-metaint", strconv.Itoa(s.cfg.ICYMetaInt))
+	}
+	b.WriteString("Cache-Control: no-cache, no-store\r\n" +
+		"Pragma: no-cache\r\n" +
+		"Access-Control-Allow-Origin: *\r\n" +
+		"Server: tandem-switcher\r\n" +
+		"Connection: close\r\n\r\n")
+	return b.String()
+}
+
+// admitListener counts a new HTTP listener against the global and the
+// stream's max_listeners; release uncounts it.
+func (s *Server) admitListener(st *stream) (release func(), err error) {
+	n := st.httpListeners.Add(1)
+	total := s.httpListeners.Add(1)
+	release = func() {
+		st.httpListeners.Add(-1)
+		s.httpListeners.Add(-1)
+	}
+	if max := s.cfg.Streams[st.name].MaxListeners; max > 0 && n > int64(max) {
+		release()
+		st.listenersRefused.Add(1)
+		return nil, fmt.Errorf("max listeners reached: stream %s has its limit of %d (streams.%s.max_listeners)", st.name, max, st.name)
+	}
+	if max := s.cfg.MaxListeners; max > 0 && total > int64(max) {
+		release()
+		st.listenersRefused.Add(1)
+		return nil, fmt.Errorf("server listener limit reached: %d listeners (max_listeners)", max)
+	}
+	return release, nil
 }
 
 // StreamStatus is one stream in GET /api/v1/streams.
@@ -218,6 +325,13 @@ type OutputStatus struct {
 	HolesFilled        int64 `json:"holes_filled"`
 	Switches           int64 `json:"switches"`
 	Listeners          int   `json:"listeners"`
+	// HTTPListeners are the Icecast-style listeners among Listeners (the
+	// others pull over SRT); MaxListeners is the stream's cap (0: none)
+	// and ListenersRefused counts who was turned away by a cap.
+	HTTPListeners    int    `json:"http_listeners"`
+	MaxListeners     int    `json:"max_listeners"`
+	ListenersRefused int64  `json:"listeners_refused"`
+	Title            string `json:"title"`
 }
 
 func audioStatus(a media.AudioConfig) *AudioStatus {
@@ -246,6 +360,10 @@ func (s *stream) snapshot() StreamStatus {
 		st.Output = OutputStatus{FramesEmitted: c.Emitted, FramesFromFallback: c.FromFallback, HolesFilled: c.Holes, Switches: c.Switches}
 	}
 	st.Output.Listeners = int(s.listeners.Load())
+	st.Output.HTTPListeners = int(s.httpListeners.Load())
+	st.Output.MaxListeners = s.srv.cfg.Streams[s.name].MaxListeners
+	st.Output.ListenersRefused = s.listenersRefused.Load()
+	st.Output.Title = s.meta.title()
 	for _, in := range s.slots {
 		if in == nil {
 			continue

@@ -86,11 +86,11 @@ func (s *Server) handleSource(w http.ResponseWriter, r *http.Request) {
 	if len(r.TransferEncoding) > 0 && r.TransferEncoding[0] == "chunked" {
 		body = newChunkedReader(bw.Reader)
 	}
-	s.serveSource(s.ctx, conn, body, id, first)
+	s.serveSource(s.ctx, conn, body, id, first, iceSourceInfo(r.Header))
 }
 
 // serveSource feeds one source's ADTS into its stream until it ends.
-func (s *Server) serveSource(ctx context.Context, conn net.Conn, body io.Reader, id streamid.ID, first int64) {
+func (s *Server) serveSource(ctx context.Context, conn net.Conn, body io.Reader, id streamid.ID, first int64, info sourceInfo) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := &input{id: id, proto: "icecast", remote: conn.RemoteAddr().String(), connectedAt: time.Now(),
@@ -101,6 +101,8 @@ func (s *Server) serveSource(ctx context.Context, conn net.Conn, body io.Reader,
 		return
 	}
 	defer s.detached(st)
+	st.meta.inputConnected(in, info)
+	defer st.meta.inputGone(in)
 	send := func(m message) bool {
 		select {
 		case st.inbox <- m:

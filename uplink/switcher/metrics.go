@@ -16,6 +16,8 @@ type metrics struct {
 	emitted, fromFallback, holes, switches             *prometheus.Desc
 	connected, health, bitrate, rtt                    *prometheus.Desc
 	received, used, late, srtLoss, srtRetrans, srtDrop *prometheus.Desc
+	httpListeners, maxListeners, refused               *prometheus.Desc
+	allHTTPListeners, allMaxListeners                  *prometheus.Desc
 }
 
 func newMetrics(srv *Server) *metrics {
@@ -44,6 +46,12 @@ func newMetrics(srv *Server) *metrics {
 		srtLoss:      d("input_srt_recv_loss_packets_total", "SRT packets reported lost on receive.", si),
 		srtRetrans:   d("input_srt_retransmitted_packets_total", "SRT packets retransmitted.", si),
 		srtDrop:      d("input_srt_recv_drop_packets_total", "SRT packets dropped as too late.", si),
+
+		httpListeners:    d("stream_http_listeners", "Icecast-style HTTP listeners connected.", s),
+		maxListeners:     d("stream_max_listeners", "The stream's own cap on HTTP listeners (0: none).", s),
+		refused:          d("stream_listeners_refused_total", "Listeners refused by a listener cap.", s),
+		allHTTPListeners: d("http_listeners", "HTTP listeners of all streams.", nil),
+		allMaxListeners:  d("max_listeners", "The cap on HTTP listeners of all streams (0: none).", nil),
 	}
 }
 
@@ -56,8 +64,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	c := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
+	g(m.allHTTPListeners, float64(m.srv.httpListeners.Load()))
+	g(m.allMaxListeners, float64(m.srv.cfg.MaxListeners))
 	for _, st := range m.srv.statuses(nil) {
 		g(m.online, b2f(st.State == "online"), st.ID)
+		g(m.httpListeners, float64(st.Output.HTTPListeners), st.ID)
+		g(m.maxListeners, float64(st.Output.MaxListeners), st.ID)
+		c(m.refused, float64(st.Output.ListenersRefused), st.ID)
 		g(m.listeners, float64(st.Output.Listeners), st.ID)
 		g(m.hold, st.PlayoutDelayMs/1000, st.ID)
 		c(m.emitted, float64(st.Output.FramesEmitted), st.ID)

@@ -68,7 +68,27 @@ func (s *Server) rtmpPublish(ctx context.Context, p *rtmp.Publisher) (rtmp.Sink,
 		return nil, err
 	}
 	sink.st = st
+	st.meta.inputConnected(sink.in, rtmpSourceInfo(p.Metadata))
+	if t, ok := p.Metadata["title"].(string); ok {
+		st.meta.setRoleTitle(sink.in.role, t)
+	}
 	return sink, nil
+}
+
+// rtmpSourceInfo reads what listeners are told from onMetaData.
+func rtmpSourceInfo(md map[string]any) sourceInfo {
+	var info sourceInfo
+	if v, ok := md["audiodatarate"].(float64); ok {
+		info.BitrateKbps = int(v)
+	}
+	return info
+}
+
+// OnMetadata takes the title of an @setDataFrame onMetaData.
+func (k *rtmpSink) OnMetadata(md map[string]any) {
+	if t, ok := md["title"].(string); ok {
+		k.st.meta.setRoleTitle(k.in.role, t)
+	}
 }
 
 // rtmpSink feeds one RTMP publisher's audio and H.264 video into its stream.
@@ -104,5 +124,6 @@ func (k *rtmpSink) OnClose(err error) {
 		reason = err.Error()
 	}
 	k.send(message{kind: msgDetach, in: k.in, reason: reason})
+	k.st.meta.inputGone(k.in)
 	k.srv.detached(k.st)
 }

@@ -44,6 +44,8 @@ type Server struct {
 	emitMu       sync.RWMutex
 	eventsClosed bool
 	lostEvts     atomic.Int64
+	// httpListeners counts every stream's HTTP listeners, for max_listeners.
+	httpListeners atomic.Int64
 
 	// ctx is the server's lifetime: streams run on it, never on the
 	// context of the connection that happened to create them.

@@ -110,8 +110,12 @@ type stream struct {
 	// the server's mutex, so a stream is never removed while one arrives.
 	attached int
 	dead     bool
-	// listeners counts HTTP listeners; written by their handlers.
+	// listeners counts HTTP listeners and SRT pulls; written by their handlers.
 	listeners atomic.Int64
+	// httpListeners and listenersRefused count HTTP listeners for the caps.
+	httpListeners, listenersRefused atomic.Int64
+	// meta is the title and source information ICY listeners get.
+	meta streamMeta
 
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex
@@ -450,6 +454,9 @@ func (s *stream) tick(now time.Time) {
 		}
 		s.recordMerge(e)
 	}
+	if len(evs) > 0 {
+		s.meta.follow(s.merge.Active())
+	}
 	if len(outs) == 0 {
 		return
 	}
@@ -513,6 +520,7 @@ func (s *stream) openOutput() {
 	defer s.mu.Unlock()
 	if s.fan == nil {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
+		s.fan.SetBatch(s.srv.cfg.listenerBatch(s.audio))
 		s.fanAudio = s.audio
 		// The output timeline is continuous across switches, splices and
 		// reconnects, so the playlist never needs a discontinuity (only
