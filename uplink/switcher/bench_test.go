@@ -29,12 +29,11 @@ import (
 
 // BenchmarkLabLatency measures, in the two-ISP lab with default settings,
 // the time from a frame's send at the publisher to its arrival at an HTTP
-// listener. Run with -benchtime=1x: one 20 s measurement. HTTP listeners
-// are written every frame here (listener_write_interval 0) so the figure
-// is the merge's playout path; with the default 500ms batching a listener
-// gets each frame 0-480 ms later than this (SRT pull and HLS never wait).
+// listener. Run with -benchtime=1x: one 20 s measurement. With a few
+// listeners (up to listener_batch_above) each frame is written at once;
+// above that, listeners get each frame 0-480 ms later than this.
 func BenchmarkLabLatency(b *testing.B) {
-	r := &labRig{e2e.NewRig(b, netlab.Options{}, "TANDEM_SWITCHER_LISTENER_WRITE_INTERVAL=0s")}
+	r := &labRig{e2e.NewRig(b, netlab.Options{})}
 	sendLog := filepath.Join(b.TempDir(), "send.log")
 	r.publish(b, []string{"-sendlog", sendLog}, "both")
 	r.waitAligned(b)

@@ -93,6 +93,11 @@ type Config struct {
 	// Keep listener_burst at least one interval long (24 frames are
 	// 512 ms) so a player that starts at once never runs dry waiting.
 	ListenerWriteInterval Duration `json:"listener_write_interval"`
+	// ListenerBatchAbove is how many HTTP listeners the server serves
+	// frame by frame; above it, listeners are written every
+	// ListenerWriteInterval. Few listeners get the lowest latency; many
+	// get far less CPU per listener. 0 batches always.
+	ListenerBatchAbove int `json:"listener_batch_above"`
 	// ICYMetaInt is the bytes of audio between two ICY metadata blocks for
 	// listeners that ask for metadata (Icy-MetaData: 1).
 	ICYMetaInt int `json:"icy_metaint"`
@@ -159,6 +164,7 @@ func DefaultConfig() Config {
 		ICYMetaInt:     icy.DefaultMetaInt,
 
 		ListenerWriteInterval: Duration(500 * time.Millisecond),
+		ListenerBatchAbove:    100,
 	}
 }
 
@@ -215,6 +221,9 @@ func (c Config) Validate() error {
 	}
 	if c.ListenerBurst < 0 || c.ListenerBurst > c.ListenerBuffer {
 		bad("listener_burst", "%d must be between 0 and listener_buffer (%d)", c.ListenerBurst, c.ListenerBuffer)
+	}
+	if c.ListenerBatchAbove < 0 {
+		bad("listener_batch_above", "%d is negative", c.ListenerBatchAbove)
 	}
 	if c.ListenerWriteInterval < 0 || c.ListenerWriteInterval > Duration(time.Second) {
 		bad("listener_write_interval", "%v is outside 0..1s", time.Duration(c.ListenerWriteInterval))
@@ -344,6 +353,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.ListenerBurst, err = strconv.Atoi(v)
 		case "listener_write_interval":
 			err = c.ListenerWriteInterval.parse(v)
+		case "listener_batch_above":
+			c.ListenerBatchAbove, err = strconv.Atoi(v)
 		case "max_listeners":
 			c.MaxListeners, err = strconv.Atoi(v)
 		case "icy_metaint":

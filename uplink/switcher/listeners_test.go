@@ -427,3 +427,58 @@ func TestRTMPTitleReachesListeners(t *testing.T) {
 		t.Errorf("ICY listener's title %q", l.lastTitle())
 	}
 }
+
+// TestListenersAreBatchedOnlyWhenMany: a few listeners get each frame as
+// it is emitted; above listener_batch_above the server writes them once
+// per listener_write_interval.
+func TestListenersAreBatchedOnlyWhenMany(t *testing.T) {
+	srv := startSwitcher(t, func(c *switcher.Config) {
+		c.ListenerBatchAbove = 2
+		c.ListenerWriteInterval = switcher.Duration(500 * time.Millisecond)
+	})
+	addr := srv.HTTPAddr().String()
+	base := "http://" + addr
+	icecastSource(t, "icecast://source:x@"+addr+"/batch.aac", 440)
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/batch")
+		return st != nil && st.State == "online"
+	}) {
+		t.Fatal("stream did not go online")
+	}
+	// longGaps counts the pauses of over 250 ms between frames after the
+	// connect burst: none when every frame is written as it is emitted,
+	// about two a second when listeners are written every 500 ms.
+	longGaps := func(l *e2e.Listener) (gaps, frames int) {
+		t.Helper()
+		fs, at, err := l.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 25; i < len(at); i++ {
+			if at[i].Sub(at[i-1]) > 250*time.Millisecond {
+				gaps++
+			}
+		}
+		return gaps, len(fs)
+	}
+
+	alone := e2e.Listen(t, base+"/batch.aac", nil)
+	time.Sleep(3 * time.Second)
+	if gaps, n := longGaps(alone); gaps > 0 {
+		t.Errorf("a lone listener got its %d frames with %d pauses over 250 ms: it should get each frame at once", n, gaps)
+	}
+
+	crowd := []*e2e.Listener{e2e.Listen(t, base+"/batch.aac", nil), e2e.Listen(t, base+"/batch.aac", nil)}
+	watched := e2e.Listen(t, base+"/batch.aac", nil) // the third: above the threshold
+	time.Sleep(3 * time.Second)
+	gaps, n := longGaps(watched)
+	if gaps < 3 {
+		t.Errorf("with 3 listeners (threshold 2) a listener got %d frames with %d pauses over 250 ms, want writes every 500 ms", n, gaps)
+	}
+	if n < 3*47-30 {
+		t.Errorf("a batched listener got only %d frames in 3 s", n)
+	}
+	for _, l := range crowd {
+		l.Close()
+	}
+}

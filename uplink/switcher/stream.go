@@ -120,6 +120,9 @@ type stream struct {
 	// fan is the current online period's output; listeners take it under mu.
 	mu  sync.Mutex
 	fan *media.Fanout[Packet]
+	// fanBatch is fan's batch size (frames per listener wake-up); owned by
+	// the stream goroutine.
+	fanBatch int
 	// fanAudio is the audio configuration of fan's frames; fanVideo the
 	// stream's video configuration, if it has video.
 	fanAudio    media.AudioConfig
@@ -464,6 +467,9 @@ func (s *stream) tick(now time.Time) {
 	s.mu.Lock()
 	seg := s.hls
 	s.mu.Unlock()
+	if fan != nil {
+		s.batchListeners(fan)
+	}
 	for _, o := range outs {
 		if seg != nil {
 			seg.WriteFrame(o.Frame)
@@ -475,6 +481,22 @@ func (s *stream) tick(now time.Time) {
 		if fan != nil {
 			fan.Write(p)
 		}
+	}
+}
+
+// batchListeners wakes HTTP listeners once per listener_write_interval
+// while the server has more than listener_batch_above of them, and per
+// frame otherwise: a few listeners get each frame at once (lowest
+// latency), thousands get fewer, larger writes (a syscall and a wake-up
+// per listener per frame were ~6× icecast2's CPU at 1000 listeners).
+func (s *stream) batchListeners(fan *media.Fanout[Packet]) {
+	want := 1
+	if s.srv.httpListeners.Load() > int64(s.srv.cfg.ListenerBatchAbove) {
+		want = s.srv.cfg.listenerBatch(s.audio)
+	}
+	if want != s.fanBatch {
+		fan.SetBatch(want)
+		s.fanBatch = want
 	}
 }
 
@@ -520,7 +542,7 @@ func (s *stream) openOutput() {
 	defer s.mu.Unlock()
 	if s.fan == nil {
 		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
-		s.fan.SetBatch(s.srv.cfg.listenerBatch(s.audio))
+		s.fanBatch = 1
 		s.fanAudio = s.audio
 		// The output timeline is continuous across switches, splices and
 		// reconnects, so the playlist never needs a discontinuity (only
