@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"tandem/scripts/e2e"
@@ -130,13 +132,34 @@ func lavfiSourceAt(t *testing.T, url, graph, bitrate string, format ...string) *
 
 // hearHandover listens to url, kills the primary publisher two seconds in,
 // and checks the listener stayed connected and heard the primary's 440 Hz
-// tone, then the fallback's 660 Hz, decoding cleanly throughout.
-func hearHandover(t *testing.T, url string, primary *exec.Cmd) {
+// tone, then the fallback's 660 Hz, decoding cleanly throughout. The
+// stream's other outputs, an SRT pull and the HLS playlist, must decode
+// with no error across the same kill.
+func hearHandover(t *testing.T, srv *switcher.Server, stream, url string, primary *exec.Cmd) {
 	t.Helper()
+	ffmpeg := e2e.Need(t, "ffmpeg")
 	l := e2e.Listen(t, url, nil)
+	pulled := filepath.Join(t.TempDir(), "pull.ts")
+	pull := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error",
+		"-i", fmt.Sprintf("srt://%s?streamid=#!::r=%s,m=request&latency=120000", srv.SRTAddr(), stream),
+		"-t", "5", "-c", "copy", "-f", "mpegts", pulled)
+	var pullErr strings.Builder
+	pull.Stderr = &pullErr
+	if err := pull.Start(); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Second)
 	primary.Process.Signal(syscall.SIGKILL)
 	time.Sleep(4 * time.Second)
+	if err := pull.Wait(); err != nil {
+		t.Errorf("ffmpeg pulling %s over SRT across the kill: %v: %s", stream, err, pullErr.String())
+	} else if errs := decodeErrors(t, "-i", pulled); errs != "" {
+		t.Errorf("the SRT pull across the kill does not decode cleanly:\n%.2000s", errs)
+	}
+	playlist := "http://" + srv.HTTPAddr().String() + "/" + stream + "/index.m3u8"
+	if errs := decodeErrors(t, "-i", playlist, "-t", "6"); errs != "" {
+		t.Errorf("HLS across the kill does not decode cleanly:\n%.2000s", errs)
+	}
 	frames, _, err := l.Stop()
 	if err != nil {
 		t.Fatalf("listener dropped: %v", err)

@@ -50,7 +50,7 @@ func TestIcecastSourcesPairAndFailOver(t *testing.T) {
 	}
 
 	time.Sleep(4 * time.Second)
-	hearHandover(t, base+"/ice.aac", primary) // Icecast-style mount without app
+	hearHandover(t, srv, "live/ice", base+"/ice.aac", primary) // Icecast-style mount without app
 	st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ice")
 	if st.Active != "fallback" || st.Inputs[0].Protocol != "icecast" {
 		t.Errorf("after the primary source died: %+v", st)

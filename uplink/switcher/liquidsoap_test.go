@@ -73,7 +73,7 @@ func TestLiquidsoapSourcesPairAndFailOver(t *testing.T) {
 	if got := icyL.resp.Header.Get("icy-name"); got != "Liquidsoap FM" {
 		t.Errorf("icy-name %q, want liquidsoap's name", got)
 	}
-	hearHandover(t, base+"/lq.aac", primary)
+	hearHandover(t, srv, "live/lq", base+"/lq.aac", primary)
 	if !e2e.WaitFor(5*time.Second, func() bool { return icyL.lastTitle() == "Fallback Show" }) {
 		t.Errorf("ICY title after the failover: %q, want the fallback's", icyL.lastTitle())
 	}

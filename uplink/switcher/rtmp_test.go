@@ -42,7 +42,7 @@ func TestRTMPPublishersPairAndFailOver(t *testing.T) {
 		t.Error("ffmpeg with a wrong key was not refused")
 	}
 	time.Sleep(4 * time.Second)
-	hearHandover(t, base+"/live/r.aac", primary)
+	hearHandover(t, srv, "live/r", base+"/live/r.aac", primary)
 	found := false
 	for _, e := range e2e.GetEvents(t, base, nil) {
 		found = found || (e.Kind == "publish-refused" && strings.Contains(e.Reason, "wrong key"))
