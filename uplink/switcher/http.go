@@ -332,6 +332,26 @@ type OutputStatus struct {
 	MaxListeners     int    `json:"max_listeners"`
 	ListenersRefused int64  `json:"listeners_refused"`
 	Title            string `json:"title"`
+	// Video is the output's video, when the stream has any.
+	Video *VideoOutputStatus `json:"video,omitempty"`
+}
+
+// VideoOutputStatus describes the output's video track.
+type VideoOutputStatus struct {
+	Codec  string `json:"codec"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	// Source is the input the video comes from; empty while the output
+	// has no decodable video (waiting for a keyframe).
+	Source        string `json:"source,omitempty"`
+	FramesEmitted int64  `json:"frames_emitted"`
+	// Starts counts (re)starts of video after none was sent; Switches
+	// counts changes from one input's video to the other's (always at a
+	// keyframe); FramesDropped counts frames no output could use (before
+	// a keyframe, superseded by the other input, or too late).
+	Starts        int64 `json:"starts"`
+	Switches      int64 `json:"switches"`
+	FramesDropped int64 `json:"frames_dropped"`
 }
 
 func audioStatus(a media.AudioConfig) *AudioStatus {
@@ -358,6 +378,15 @@ func (s *stream) snapshot() StreamStatus {
 		st.Audio = audioStatus(s.audio)
 		c := s.merge.Counters()
 		st.Output = OutputStatus{FramesEmitted: c.Emitted, FramesFromFallback: c.FromFallback, HolesFilled: c.Holes, Switches: c.Switches}
+		if s.hasVideo {
+			vc := s.merge.VideoCounters()
+			v := &VideoOutputStatus{Codec: s.video.Codec.String(), Width: s.video.Width, Height: s.video.Height,
+				FramesEmitted: vc.Emitted, Starts: vc.Starts, Switches: vc.Switches, FramesDropped: vc.Dropped}
+			if src, on := s.merge.VideoSource(); on {
+				v.Source = src.String()
+			}
+			st.Output.Video = v
+		}
 	}
 	st.Output.Listeners = int(s.listeners.Load())
 	st.Output.HTTPListeners = int(s.httpListeners.Load())

@@ -18,6 +18,7 @@ type metrics struct {
 	received, used, late, srtLoss, srtRetrans, srtDrop *prometheus.Desc
 	httpListeners, maxListeners, refused               *prometheus.Desc
 	allHTTPListeners, allMaxListeners                  *prometheus.Desc
+	videoEmitted, videoSwitches, videoDropped          *prometheus.Desc
 }
 
 func newMetrics(srv *Server) *metrics {
@@ -52,6 +53,9 @@ func newMetrics(srv *Server) *metrics {
 		refused:          d("stream_listeners_refused_total", "Listeners refused by a listener cap.", s),
 		allHTTPListeners: d("http_listeners", "HTTP listeners of all streams.", nil),
 		allMaxListeners:  d("max_listeners", "The cap on HTTP listeners of all streams (0: none).", nil),
+		videoEmitted:     d("stream_video_frames_emitted_total", "Video frames emitted.", s),
+		videoSwitches:    d("stream_video_switches_total", "Changes of the video source, each at a keyframe.", s),
+		videoDropped:     d("stream_video_frames_dropped_total", "Video frames no output could use.", s),
 	}
 }
 
@@ -77,6 +81,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		c(m.fromFallback, float64(st.Output.FramesFromFallback), st.ID)
 		c(m.holes, float64(st.Output.HolesFilled), st.ID)
 		c(m.switches, float64(st.Output.Switches), st.ID)
+		if v := st.Output.Video; v != nil {
+			c(m.videoEmitted, float64(v.FramesEmitted), st.ID)
+			c(m.videoSwitches, float64(v.Switches), st.ID)
+			c(m.videoDropped, float64(v.FramesDropped), st.ID)
+		}
 		for _, role := range []string{"primary", "fallback"} {
 			if st.Active != "" {
 				g(m.activeInput, b2f(st.Active == role), st.ID, role)

@@ -217,6 +217,17 @@ func checkAVFailover(t *testing.T, srv *switcher.Server, stream string, primary 
 	if st == nil || st.Active != "fallback" {
 		t.Fatalf("after the primary died: %+v", st)
 	}
+	if v := st.Output.Video; v == nil || v.Source != "fallback" || v.Codec != "h264" || v.Width != 320 || v.Height != 240 ||
+		v.Switches != 1 || v.FramesEmitted < int64(len(frames)) {
+		t.Errorf("API output video after the switch: %+v, want h264 320x240 from the fallback, 1 switch, at least %d frames", v, len(frames))
+	}
+	metrics, err := e2e.HTTPGet(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("tandem_stream_video_switches_total{stream=%q} 1", stream); !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
 
 	playlist := base + "/" + stream + "/index.m3u8"
 	body, err := e2e.HTTPGet(playlist)

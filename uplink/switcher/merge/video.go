@@ -46,7 +46,8 @@ type videoOut struct {
 // VideoCounters are the output's video totals.
 type VideoCounters struct {
 	Emitted  int64 // video frames emitted
-	Switches int64 // changes of the video source (at keyframes)
+	Starts   int64 // video (re)starts at a keyframe after none was sent
+	Switches int64 // changes from one input's video to the other's (at keyframes)
 	Dropped  int64 // frames no output could use (before a keyframe, superseded, too late)
 }
 
@@ -128,9 +129,12 @@ func (m *Merge) releaseVideo(now time.Time, h int64) {
 			m.dropVideo(target, k)
 			from, was := v.source, v.on
 			v.source, v.on = target, true
-			m.videoCounters.Switches++
 			reason := fmt.Sprintf("%s video from its keyframe at %d", target, dk)
+			if !was {
+				m.videoCounters.Starts++
+			}
 			if was && from != target {
+				m.videoCounters.Switches++
 				reason = fmt.Sprintf("%s video replaces %s's at %s's keyframe at %d", target, from, target, dk)
 			}
 			m.emitEvent(Event{Time: now, Kind: EventVideo, From: from, To: target, Reason: reason})
