@@ -118,11 +118,37 @@ func (f *Fanout[T]) NewReader(burst int) *Reader[T] {
 
 // NewBatchedReader is NewReader for a reader that, once it has read
 // everything, waits for the next batch (see SetBatch) rather than the next
-// item.
-func (f *Fanout[T]) NewBatchedReader(burst int) *Reader[T] {
-	r := f.NewReader(burst)
+// item. Its burst counts only the items for which counts is true (nil:
+// every item), so a reader of one kind of item in a mixed ring (audio
+// among video) starts that much of its kind back.
+func (f *Fanout[T]) NewBatchedReader(burst int, counts func(T) bool) *Reader[T] {
+	var r *Reader[T]
+	if counts == nil {
+		r = f.NewReader(burst)
+	} else {
+		r = f.readerCounting(burst, counts)
+	}
 	r.batched = true
 	return r
+}
+
+// readerCounting starts a reader at the burst-th newest item that counts,
+// never further back than the ring holds.
+func (f *Fanout[T]) readerCounting(burst int, counts func(T) bool) *Reader[T] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	oldest := uint64(0)
+	if f.next > uint64(len(f.ring)) {
+		oldest = f.next - uint64(len(f.ring))
+	}
+	pos := f.next
+	for n := 0; n < burst && pos > oldest; {
+		pos--
+		if counts(f.ring[pos%uint64(len(f.ring))]) {
+			n++
+		}
+	}
+	return &Reader[T]{f: f, pos: pos}
 }
 
 // Read appends every item available to dst, waiting for at least one, and

@@ -108,7 +108,7 @@ func BenchmarkFanoutWrite1000Readers(b *testing.B) {
 func TestFanoutBatchedReaderWakesOncePerBatch(t *testing.T) {
 	f := NewFanout[int](64)
 	f.SetBatch(4)
-	rd := f.NewBatchedReader(0)
+	rd := f.NewBatchedReader(0, nil)
 	got := make(chan []int, 16)
 	go func() {
 		var buf []int
@@ -143,5 +143,31 @@ func TestFanoutBatchedReaderWakesOncePerBatch(t *testing.T) {
 	go func() { time.Sleep(5 * time.Millisecond); f2.Write(1) }()
 	if v, err := plain.Read(context.Background(), nil); err != nil || len(v) != 1 {
 		t.Fatalf("plain reader: %v %v", v, err)
+	}
+}
+
+func TestFanoutBurstCountsOnlyItsKind(t *testing.T) {
+	f := NewFanout[int](10)
+	// Odd items are "audio", even ones "video": 0..13, the ring keeps 4..13.
+	for i := 0; i < 14; i++ {
+		f.Write(i)
+	}
+	odd := func(i int) bool { return i%2 == 1 }
+	first := func(burst int) []int {
+		rd := f.NewBatchedReader(burst, odd)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // read only what is there
+		got, _ := rd.Read(ctx, nil)
+		return got
+	}
+	if got := first(3); len(got) == 0 || got[0] != 9 || got[len(got)-1] != 13 {
+		t.Errorf("a burst of 3 odd items starts at %v, want 9..13 (9, 11, 13 and the even ones between)", got)
+	}
+	// More than the ring holds: from its oldest item.
+	if got := first(100); len(got) != 10 || got[0] != 4 {
+		t.Errorf("an oversized burst gave %v, want the whole ring 4..13", got)
+	}
+	if got := first(0); len(got) != 0 {
+		t.Errorf("no burst gave %v", got)
 	}
 }

@@ -418,6 +418,17 @@ func (c Config) healthThresholds() health.Thresholds {
 	return th
 }
 
+// outputRing is how many packets a stream's output ring holds: the
+// listener_buffer audio frames, and room for up to 60 video frames a
+// second between them (at 48 kHz AAC, 1.28 video frames per audio frame)
+// so an A/V stream's listeners get as much time as an audio-only one's.
+func (c Config) outputRing(video bool) int {
+	if !video {
+		return c.ListenerBuffer
+	}
+	return c.ListenerBuffer + c.ListenerBuffer*128/100
+}
+
 // listenerBatch is how many frames of the given audio make up one
 // ListenerWriteInterval (at least 1).
 func (c Config) listenerBatch(a media.AudioConfig) int {

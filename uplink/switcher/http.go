@@ -116,7 +116,9 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	// A batched reader wakes once per listener_write_interval, not per
 	// frame: each wake-up costs this listener a writev.
-	rd := fan.NewBatchedReader(s.cfg.ListenerBurst)
+	// The burst is listener_burst audio frames, however much video
+	// sits between them in the ring.
+	rd := fan.NewBatchedReader(s.cfg.ListenerBurst, func(p Packet) bool { return p.Frame.Kind != media.KindVideo })
 	var batch []Packet
 	var bufs net.Buffers
 	var deadlineSet time.Time

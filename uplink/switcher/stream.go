@@ -541,7 +541,7 @@ func (s *stream) openOutput() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fan == nil {
-		s.fan = media.NewFanout[Packet](s.srv.cfg.ListenerBuffer)
+		s.fan = media.NewFanout[Packet](s.srv.cfg.outputRing(s.hasVideo))
 		s.fanBatch = 1
 		s.fanAudio = s.audio
 		// The output timeline is continuous across switches, splices and

@@ -288,6 +288,23 @@ func TestAVFailoverSRT(t *testing.T) {
 		t.Fatalf("A/V inputs not paired: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/av"))
 	}
 	time.Sleep(2 * time.Second)
+	// An HTTP listener of an A/V stream gets the same audio burst as one
+	// of an audio-only stream: video in the ring does not count.
+	l := e2e.Listen(t, base+"/live/av.aac", nil)
+	time.Sleep(500 * time.Millisecond)
+	_, at, err := l.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	burst := 0
+	for _, a := range at {
+		if a.Sub(at[0]) < 15*time.Millisecond {
+			burst++
+		}
+	}
+	if want := switcher.DefaultConfig().ListenerBurst; burst < want {
+		t.Errorf("an HTTP listener's connect burst held %d audio frames, want listener_burst (%d)", burst, want)
+	}
 	checkAVFailover(t, srv, "live/av", primary)
 }
 
