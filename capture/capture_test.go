@@ -15,6 +15,7 @@ import (
 
 	"tandem/capture"
 	"tandem/hal/audio"
+	"tandem/scripts/testenv"
 )
 
 var f48 = capture.Format{SampleRate: 48000, Channels: 2}
@@ -75,7 +76,7 @@ func TestToneExact(t *testing.T) {
 			// Paced by the wall clock: n frames take n/rate.
 			el := time.Since(start)
 			want := f.Duration(n)
-			if el < want-2*time.Millisecond || el > want+slack(t, 60*time.Millisecond) {
+			if el < want-2*time.Millisecond || el > want+testenv.Slack(t, 60*time.Millisecond) {
 				t.Errorf("%d frames took %v, want about %v", n, el, want)
 			}
 			if got := capture.DBFS(float64(peak) / 32768); math.Abs(got-level) > 0.01 {
@@ -248,7 +249,7 @@ func TestFanOut(t *testing.T) {
 	// Captured is the wall time of the block's last sample.
 	for _, b := range ref[1:] {
 		want := sess.Started.Add(f48.Duration(b.End()))
-		if d := b.Captured.Sub(want); d < -slack(t, 5*time.Millisecond) || d > slack(t, 30*time.Millisecond) {
+		if d := b.Captured.Sub(want); d < -testenv.Slack(t, 5*time.Millisecond) || d > testenv.Slack(t, 30*time.Millisecond) {
 			t.Fatalf("block %d captured %v off its timeline time", b.Index, d)
 		}
 	}
@@ -404,11 +405,11 @@ func TestDeviceGoneKeepsTimeline(t *testing.T) {
 		d := b.Captured.Sub(started) - f48.Duration(b.End())
 		worst = max(worst, d.Abs())
 	}
-	if worst > slack(t, 50*time.Millisecond) {
+	if worst > testenv.Slack(t, 50*time.Millisecond) {
 		t.Errorf("block indexes drift from the wall clock by up to %v", worst)
 	}
 	last := blocks[len(blocks)-1]
-	if drift := time.Since(started) - f48.Duration(last.End()); drift < -slack(t, 30*time.Millisecond) || drift > slack(t, 150*time.Millisecond) {
+	if drift := time.Since(started) - f48.Duration(last.End()); drift < -testenv.Slack(t, 30*time.Millisecond) || drift > testenv.Slack(t, 150*time.Millisecond) {
 		t.Errorf("timeline is %v behind the wall clock at the end", drift)
 	}
 	if st.Reopens != 1 || st.Failures != 1 || st.State != capture.StateRunning || st.FilledFrames == 0 {
@@ -436,10 +437,10 @@ func TestSilenceIsPacedWhileDeviceGone(t *testing.T) {
 	el := time.Since(c.Session().Started)
 	// Started is estimated from the first block's arrival, so scheduling
 	// noise can put the index a little ahead of the wall clock too.
-	if d := el - f48.Duration(st.Index); d < -slack(t, 30*time.Millisecond) || d > slack(t, 60*time.Millisecond) {
+	if d := el - f48.Duration(st.Index); d < -testenv.Slack(t, 30*time.Millisecond) || d > testenv.Slack(t, 60*time.Millisecond) {
 		t.Errorf("index %d is %v behind the wall clock", st.Index, d)
 	}
-	if st.SilentFor < 500*time.Millisecond-slack(t, 100*time.Millisecond) || st.SilentFor > 550*time.Millisecond {
+	if st.SilentFor < 500*time.Millisecond-testenv.Slack(t, 100*time.Millisecond) || st.SilentFor > 550*time.Millisecond {
 		t.Errorf("SilentFor %v after ~500 ms of silence", st.SilentFor)
 	}
 	// The last second still holds the tone's first 100 ms: peak hold.

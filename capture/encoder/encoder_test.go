@@ -16,21 +16,10 @@ import (
 
 	"tandem/capture"
 	"tandem/capture/encoder"
+	"tandem/scripts/testenv"
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
 )
-
-func needFFmpeg(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ffmpeg is required in CI (scripts/deps.sh installs it): %v", err)
-		}
-		t.Skip("needs ffmpeg in PATH (run make deps)")
-	}
-	return p
-}
 
 func testLog(t testing.TB) *slog.Logger {
 	if os.Getenv("TANDEM_TEST_LOG") == "" {
@@ -203,7 +192,7 @@ func meanAbs(v []float64) float64 {
 const phaseTolerance = 0.3
 
 func TestTwoEncodersAlign(t *testing.T) {
-	ffmpeg := needFFmpeg(t)
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	for _, tc := range []struct {
 		f       capture.Format
 		freq    float64
@@ -275,7 +264,7 @@ func TestTwoEncodersAlign(t *testing.T) {
 }
 
 func TestRestartAfterSIGKILL(t *testing.T) {
-	ffmpeg := needFFmpeg(t)
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	f := capture.Format{SampleRate: 48000, Channels: 2}
 	c := startCapture(t, capture.NewTone(f, 440, -12))
 	e := encoder.New("primary", encoder.Profile{Codec: media.CodecAAC, Bitrate: 96000, Format: f}, ffmpeg, testLog(t))
@@ -319,7 +308,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	if len(gaps) != 1 {
 		t.Fatalf("gaps %v, want exactly one (the restart)", gaps)
 	}
-	if newPID > slack(t, time.Second) || firstAfter > slack(t, time.Second) {
+	if newPID > testenv.Slack(t, time.Second) || firstAfter > testenv.Slack(t, time.Second) {
 		t.Errorf("after the kill: new ffmpeg after %v, first frame after %v; want both within 1 s", newPID, firstAfter)
 	}
 	if st.Restarts != 1 || st.State != encoder.StateRunning || !strings.Contains(st.LastError, "killed") {
@@ -370,7 +359,7 @@ func feedBlocks(f capture.Format, ch chan<- capture.Block, session string, from,
 }
 
 func TestGapsPaddedAndBlocksClosed(t *testing.T) {
-	ffmpeg := needFFmpeg(t)
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	f := capture.Format{SampleRate: 48000, Channels: 2}
 	e := encoder.New("primary", encoder.Profile{Codec: media.CodecAAC, Bitrate: 64000, Format: f}, ffmpeg, testLog(t))
 	blocks := make(chan capture.Block, 1000)
@@ -404,7 +393,7 @@ func TestGapsPaddedAndBlocksClosed(t *testing.T) {
 }
 
 func TestNewSessionRestartsTimeline(t *testing.T) {
-	ffmpeg := needFFmpeg(t)
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	f := capture.Format{SampleRate: 48000, Channels: 2}
 	e := encoder.New("primary", encoder.Profile{Codec: media.CodecAAC, Bitrate: 64000, Format: f}, ffmpeg, testLog(t))
 	blocks := make(chan capture.Block, 1000)

@@ -14,6 +14,7 @@ import (
 	"tandem/capture"
 	"tandem/hal/audio"
 	"tandem/hal/audio/pulsetest"
+	"tandem/scripts/testenv"
 	"tandem/uplink/testpub"
 )
 
@@ -152,7 +153,7 @@ func TestRealCapture(t *testing.T) {
 	// The device delivers in real time (no frames lost or invented): a
 	// fit of the blocks' wall times against their indexes, past the first
 	// second (while the stream's latency settles).
-	if math.Abs(rate-48000)/48000 > 0.01*float64(slack(t, time.Second))/float64(time.Second) {
+	if math.Abs(rate-48000)/48000 > 0.01*float64(testenv.Slack(t, time.Second))/float64(time.Second) {
 		t.Errorf("%.0f frames per second of wall time", rate)
 	}
 	if st.Overruns != 0 {
@@ -240,13 +241,13 @@ func TestRealDeviceGoneAndBack(t *testing.T) {
 	}
 	// The server's end shows as the device stopping (at once) or, as
 	// often, as a stall caught by the 1 s StallTimeout.
-	if detected > slack(t, 1500*time.Millisecond) {
+	if detected > testenv.Slack(t, 1500*time.Millisecond) {
 		t.Errorf("the vanished device was reported after %v", detected)
 	}
 	if filled < 40 {
 		t.Errorf("only %d filled blocks for a ~2 s outage", filled)
 	}
-	if drift.Abs() > slack(t, 200*time.Millisecond) {
+	if drift.Abs() > testenv.Slack(t, 200*time.Millisecond) {
 		t.Errorf("timeline is %v off the wall clock after the outage", drift)
 	}
 	if math.Abs(tail.FrequencyHz-sineFreq) > 1 || tail.SilentBlocks > 0 {

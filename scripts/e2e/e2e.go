@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/adts"
 	"tandem/uplink/switcher"
 	"tandem/uplink/testpub"
@@ -28,14 +29,7 @@ import (
 // the test; under CI=true it is a failure.
 func Need(t testing.TB, prog string) string {
 	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (scripts/deps.sh installs it): %v", prog, err)
-		}
-		t.Skipf("needs %s in PATH (run make deps)", prog)
-	}
-	return p
+	return testenv.Need(t, prog)
 }
 
 type logWriter struct {

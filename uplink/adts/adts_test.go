@@ -13,22 +13,9 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/media"
 )
-
-// needTool skips the test when a command-line tool is missing, unless CI is
-// set, where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not found: %v", name, err)
-		}
-		t.Skipf("%s not installed (install ffmpeg to run this test): %v", name, err)
-	}
-	return p
-}
 
 func aac(rate, ch int) media.AudioConfig {
 	return media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: rate, Channels: ch}
@@ -378,7 +365,7 @@ func TestSilentFrameBits(t *testing.T) {
 // TestSilentFrameDecodes writes silent frames as ADTS and decodes them with
 // ffmpeg: no decoder errors, and every sample is (near) zero.
 func TestSilentFrameDecodes(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	dir := t.TempDir()
 	type tc struct{ rate, ch int }
 	cases := []tc{{44100, 1}, {44100, 2}, {48000, 1}, {48000, 2}, {32000, 2}, {22050, 1}, {48000, 3}, {48000, 4}, {48000, 5}, {48000, 6}, {48000, 8}}
@@ -421,8 +408,8 @@ func TestSilentFrameDecodes(t *testing.T) {
 // TestReaderFFmpeg reads an ADTS stream made by ffmpeg's AAC encoder and
 // compares the frame count with ffprobe's.
 func TestReaderFFmpeg(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	ffprobe := needTool(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
 	path := filepath.Join(t.TempDir(), "sine.aac")
 	out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=3",
 		"-ac", "2", "-c:a", "aac", "-b:a", "96k", "-f", "adts", path).CombinedOutput()

@@ -11,22 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/media"
 )
-
-// needTool skips the test when a command-line tool is missing, unless CI is
-// set, where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not found: %v", name, err)
-		}
-		t.Skipf("%s not installed (install ffmpeg to run this test): %v", name, err)
-	}
-	return p
-}
 
 func unhex(s string) []byte {
 	b, err := hex.DecodeString(s)
@@ -241,8 +228,8 @@ func TestAVCC(t *testing.T) {
 // fields against ffprobe, the keyframe flags against ffprobe's, and the
 // decoder config against the one ffmpeg writes into FLV.
 func TestFFmpegStreams(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	ffprobe := needTool(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
 	if out, _ := exec.Command(ffmpeg, "-hide_banner", "-encoders").Output(); !bytes.Contains(out, []byte("libx264")) {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("ffmpeg has no libx264")

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
 	"tandem/uplink/mpegts"
@@ -26,20 +27,6 @@ import (
 var aac48 = media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
 
 const frameTicks = 1920 // one AAC frame at 48 kHz
-
-// needTool skips the test when a command-line tool is missing, unless CI is
-// set, where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not found: %v", name, err)
-		}
-		t.Skipf("%s not installed (install ffmpeg to run this test): %v", name, err)
-	}
-	return p
-}
 
 var tone struct {
 	once   sync.Once
@@ -51,7 +38,7 @@ var tone struct {
 // encoder at 48 kHz, as raw access units. It is encoded once per run.
 func toneFrames(t testing.TB) [][]byte {
 	t.Helper()
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	tone.once.Do(func() {
 		dir, err := os.MkdirTemp("", "hls-tone")
 		if err != nil {
@@ -635,8 +622,8 @@ func ffmpegDecode(t testing.TB, ffmpeg, url string) {
 // TestFFmpeg feeds 30 s of real AAC and has ffprobe and ffmpeg read every
 // segment and the playlist.
 func TestFFmpeg(t *testing.T) {
-	ffprobe := needTool(t, "ffprobe")
-	ffmpeg := needTool(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	frames := toneFrames(t)[:1407] // 30.016 s
 	const n0 = 4_000_000           // 24 h into the timeline: PTS near the 33-bit wrap is not needed here
 	s := New(Config{Audio: aac48})
@@ -702,8 +689,8 @@ func TestFFmpeg(t *testing.T) {
 
 // TestFFmpegDiscontinuity decodes a playlist with a timeline break.
 func TestFFmpegDiscontinuity(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	ffprobe := needTool(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
 	frames := toneFrames(t)
 	s := New(Config{Audio: aac48, Window: 10})
 	srv := httptest.NewServer(s)

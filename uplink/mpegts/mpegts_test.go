@@ -13,24 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/adts"
 	"tandem/uplink/h264"
 	"tandem/uplink/media"
 )
-
-// needTool skips the test when a command-line tool is missing, unless CI is
-// set, where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not found: %v", name, err)
-		}
-		t.Skipf("%s not installed (install ffmpeg to run this test): %v", name, err)
-	}
-	return p
-}
 
 func aacCfg(rate, ch int) media.AudioConfig {
 	return media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: rate, Channels: ch}
@@ -807,8 +794,8 @@ func ffprobePackets(t *testing.T, ffprobe, path string) []probePacket {
 // TestFFprobeReadsMux muxes real H.264 (x264, with B-frames) and silent
 // AAC and checks that ffprobe sees every packet with our timestamps.
 func TestFFprobeReadsMux(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	ffprobe := needTool(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "v.h264")
 	if out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2",
@@ -891,8 +878,8 @@ func TestFFprobeReadsMux(t *testing.T) {
 // TestDemuxFFmpeg demuxes transport streams written by ffmpeg and compares
 // every packet with ffprobe's view.
 func TestDemuxFFmpeg(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	ffprobe := needTool(t, "ffprobe")
+	ffmpeg := testenv.Need(t, "ffmpeg")
+	ffprobe := testenv.Need(t, "ffprobe")
 	dir := t.TempDir()
 	cases := []struct {
 		name string

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/flv"
 	"tandem/uplink/media"
 )
@@ -276,7 +277,7 @@ func TestBadInputs(t *testing.T) {
 		}
 	})
 	t.Run("Authorize refuses ffmpeg", func(t *testing.T) {
-		ffmpeg := needTool(t, "ffmpeg")
+		ffmpeg := testenv.Need(t, "ffmpeg")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		out, err := runCmd(ctx, ffmpeg, "-hide_banner", "-v", "error", "-nostdin",

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/flv"
 	"tandem/uplink/media"
 )
@@ -71,7 +72,7 @@ func readFLVFile(t testing.TB, path string) *collector {
 //     FLV muxer then gets no global header and sends an empty sequence
 //     header and Annex-B frames: the Server must cope and match the file.
 func TestFFmpegPublish(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	src := []string{"-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=f=440"}
 	x264 := []string{"-c:v", "libx264", "-g", "50", "-preset", "ultrafast", "-tune", "zerolatency", "-c:a", "aac"}
 	cases := []struct {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -18,23 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/h264"
 	"tandem/uplink/media"
 )
-
-// needTool skips the test when a command-line tool is missing, unless
-// CI=true, where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not found: %v", name, err)
-		}
-		t.Skipf("%s not installed (install ffmpeg to run this test): %v", name, err)
-	}
-	return p
-}
 
 // logBuf collects log lines (and echoes them to the test log).
 type logBuf struct {
@@ -285,7 +271,7 @@ type probeResult struct {
 
 func ffprobe(t testing.TB, path string) probeResult {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := testenv.Need(t, "ffprobe")
 	out, err := exec.Command(bin, "-v", "error", "-of", "json",
 		"-show_entries", "packet=codec_type,pts,dts,size,flags:stream=codec_name,codec_type,profile,width,height,sample_rate,channels",
 		path).Output()

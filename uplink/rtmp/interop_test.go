@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/testenv"
 	"tandem/uplink/h264"
 	"tandem/uplink/media"
 	"tandem/uplink/mpegts"
@@ -26,7 +27,7 @@ type tsSource struct {
 
 func encodeTS(t testing.TB, seconds int) tsSource {
 	t.Helper()
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	path := filepath.Join(t.TempDir(), "src.ts")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -136,7 +137,7 @@ func checkFLVOutput(t *testing.T, path string, src tsSource) {
 			}
 		}
 	}
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := runCmd(ctx, ffmpeg, "-hide_banner", "-v", "error", "-nostdin", "-i", path, "-f", "null", "-")
@@ -158,7 +159,7 @@ func freePort(t testing.TB) string {
 // server, which writes what it receives to an FLV file.
 func TestClientToFFmpeg(t *testing.T) {
 	t.Parallel()
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	src := encodeTS(t, 3)
 	addr := freePort(t)
 	out := filepath.Join(t.TempDir(), "out.flv")
@@ -215,7 +216,7 @@ func TestClientToFFmpeg(t *testing.T) {
 // OnPlay by a Player.
 func TestFFmpegPlays(t *testing.T) {
 	t.Parallel()
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testenv.Need(t, "ffmpeg")
 	src := encodeTS(t, 3)
 	fed := make(chan error, 1)
 	logs, log := newLog()
