@@ -106,7 +106,7 @@ func newSupervisor(ctx context.Context, cfg config.Config, st *state.Store, log 
 		}
 		snd, err := sender.New(sender.Config{
 			Role: r, App: cfg.App, Name: cfg.DeviceID, Session: session, Key: cfg.Key, Passphrase: cfg.Passphrase,
-			Dest: fc.Dest, LocalAddr: link.Address, Latency: cfg.Latency.D(), Audio: enc.Config(),
+			Dest: fc.Dest, LocalAddr: link.Address, Latency: cfg.Latency.D(), MaxPackDelay: cfg.MaxPackDelay.D(), Audio: enc.Config(),
 			Log:     log.With("component", "sender", "feed", role),
 			OnEvent: s.senderEvent(role, fc.Link),
 		})

@@ -565,13 +565,20 @@ func (s *Sender) sendDirect(f media.Frame) bool {
 		return false
 	}
 	if err := s.writeLocked(l, f); err != nil {
-		l.err = err
-		select {
-		case s.liveErr <- struct{}{}:
-		default:
-		}
+		s.failLocked(l, err)
 	}
 	return true
+}
+
+// failLocked records a failure met outside the stream goroutine (Send's
+// direct path, the packing timer) and wakes that goroutine to end the
+// connection with it.
+func (s *Sender) failLocked(l *live, err error) {
+	l.err = err
+	select {
+	case s.liveErr <- struct{}{}:
+	default:
+	}
 }
 
 // writeLocked writes one frame, the pending telemetry after it, and checks
