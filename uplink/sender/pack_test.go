@@ -143,6 +143,11 @@ func TestPackedMessages(t *testing.T) {
 		t.Errorf("%d frames took %d messages (%d with 2-3 frames): want at most 2 messages per 3 frames", len(pts), messages, multi)
 	}
 	t.Logf("%d frames in %d messages (%d with 2-3 frames)", len(pts), messages, multi)
+	// Stats count the messages as the receiver does (stats are sampled
+	// by the idle check, every 250 ms).
+	if !e2e.WaitFor(2*time.Second, func() bool { return s.Stats().Messages == int64(messages) }) {
+		t.Errorf("Stats().Messages %d, the receiver got %d", s.Stats().Messages, messages)
+	}
 
 	// A lone frame: nothing follows it, only the timer can send it.
 	last := pts[len(pts)-1]

@@ -114,7 +114,7 @@ func (x *srtSession) writeTelemetry(b []byte, pts int64) error {
 
 func (x *srtSession) check(now time.Time) (linkStats, error) {
 	st := x.conn.Stats()
-	x.last = linkStats{rtt: st.RTT, sendLoss: st.PktSendLoss, retrans: st.PktRetrans}
+	x.last = linkStats{rtt: st.RTT, sendLoss: st.PktSendLoss, retrans: st.PktRetrans, messages: st.PktSent - st.PktRetrans}
 	if st.Stale {
 		return x.last, fmt.Errorf("srt: connection broken (libsrt has no stats for it): %w", srt.ErrConnectionLost)
 	}
