@@ -486,3 +486,16 @@ func TestParseRoundTripAndDiff(t *testing.T) {
 		t.Errorf("Diff of equal configs = %v", d)
 	}
 }
+
+func TestMaxPackDelayFromEnvironment(t *testing.T) {
+	c, err := Load("", []string{"TANDEM_MAX_PACK_DELAY=25ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPackDelay.D() != 25*time.Millisecond {
+		t.Errorf("TANDEM_MAX_PACK_DELAY=25ms gave max_pack_delay %v", c.MaxPackDelay)
+	}
+	if _, err := Load("", []string{"TANDEM_MAX_PACK_DELAY=1s"}); err == nil || !strings.Contains(err.Error(), "max_pack_delay") {
+		t.Errorf("TANDEM_MAX_PACK_DELAY=1s: err %v, want one naming max_pack_delay", err)
+	}
+}
