@@ -83,17 +83,16 @@ func (x *srtSession) noteWrite() {
 
 func (x *srtSession) writeFrame(f media.Frame) error {
 	x.noteWrite()
-	if x.pack != nil {
-		if err := x.mux.WriteFrame(AudioPID, f); err != nil {
-			return err
-		}
-		return x.pack.written(time.Now(), true)
-	}
+	// Packed, a refused message is counted by the packer's emit and never
+	// reaches here.
 	if err := x.mux.WriteFrame(AudioPID, f); err != nil {
 		if errors.Is(err, srt.ErrSendBufferFull) {
 			return fmt.Errorf("%w: %w", errFrameLost, err)
 		}
 		return err
+	}
+	if x.pack != nil {
+		return x.pack.written(time.Now(), true)
 	}
 	return nil
 }
