@@ -89,6 +89,9 @@ type SRTStatus struct {
 	// SendLoss and Retrans are packets since the connection was made.
 	SendLoss int64 `json:"send_loss"`
 	Retrans  int64 `json:"retrans"`
+	// Messages is the SRT messages sent since the daemon started:
+	// sent/messages is how many frames max_pack_delay packs per message.
+	Messages int64 `json:"messages"`
 }
 
 // LinkStatus is one uplink.

@@ -40,6 +40,11 @@ type Config struct {
 	Passphrase string `json:"passphrase"`
 	// Latency is the SRT latency.
 	Latency Duration `json:"latency"`
+	// MaxPackDelay lets both feeds carry several AAC frames per SRT message
+	// (up to 7 TS packets): a message goes when the next frame would not
+	// fit or its oldest frame has waited this long. 0 sends each frame in
+	// its own message. At most 100ms (it eats into the switcher's hold).
+	MaxPackDelay Duration `json:"max_pack_delay"`
 	// StateDir holds the state database (tandem.db).
 	StateDir string `json:"state_dir"`
 	// API is where the local API listens.

@@ -66,7 +66,7 @@ func TestFileOverDefaults(t *testing.T) {
 			"fibre": {"interface": "wana", "gateway": "10.201.1.1", "table": 101},
 			"lte": {"interface": "wanb", "gateway": "10.201.2.1", "table": 102}
 		},
-		"key": "k3y", "passphrase": "0123456789abc", "latency": "250ms"
+		"key": "k3y", "passphrase": "0123456789abc", "latency": "250ms", "max_pack_delay": "25ms"
 	}`)
 	t.Setenv("IGNORED", "x") // Load reads only the environ it is given
 	c, err := Load(path, []string{"TANDEM_FEEDS_PRIMARY_LINK=fibre", "TANDEM_FEEDS_FALLBACK_LINK=lte", "HOME=/root"})
@@ -88,6 +88,9 @@ func TestFileOverDefaults(t *testing.T) {
 	}
 	if c.Latency.D() != 250*time.Millisecond {
 		t.Errorf("latency %v", c.Latency)
+	}
+	if c.MaxPackDelay.D() != 25*time.Millisecond {
+		t.Errorf("max_pack_delay %v, want the file's 25ms", c.MaxPackDelay)
 	}
 }
 
@@ -335,6 +338,8 @@ func TestEveryValidateErrorNamesItsKey(t *testing.T) {
 		{"key", func(c *Config) { c.Key = "a,b" }},
 		{"passphrase", func(c *Config) { c.Passphrase = "short" }},
 		{"latency", func(c *Config) { c.Latency = Duration(5 * time.Millisecond) }},
+		{"max_pack_delay", func(c *Config) { c.MaxPackDelay = Duration(-time.Millisecond) }},
+		{"max_pack_delay", func(c *Config) { c.MaxPackDelay = Duration(101 * time.Millisecond) }},
 		{"state_dir", func(c *Config) { c.StateDir = "" }},
 		{"api.socket", func(c *Config) { c.API.Socket = "" }},
 		{"api.socket", func(c *Config) { c.API.Socket = "/" + strings.Repeat("x", 120) }},
@@ -479,5 +484,18 @@ func TestParseRoundTripAndDiff(t *testing.T) {
 	}
 	if d := Diff(c, c); len(d) != 0 {
 		t.Errorf("Diff of equal configs = %v", d)
+	}
+}
+
+func TestMaxPackDelayFromEnvironment(t *testing.T) {
+	c, err := Load("", []string{"TANDEM_MAX_PACK_DELAY=25ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPackDelay.D() != 25*time.Millisecond {
+		t.Errorf("TANDEM_MAX_PACK_DELAY=25ms gave max_pack_delay %v", c.MaxPackDelay)
+	}
+	if _, err := Load("", []string{"TANDEM_MAX_PACK_DELAY=1s"}); err == nil || !strings.Contains(err.Error(), "max_pack_delay") {
+		t.Errorf("TANDEM_MAX_PACK_DELAY=1s: err %v, want one naming max_pack_delay", err)
 	}
 }

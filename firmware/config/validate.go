@@ -15,6 +15,10 @@ import (
 const (
 	MinBitrate = 8000
 	MaxBitrate = 512000
+	// MaxPackDelay bounds max_pack_delay; the sender has the same bound
+	// (sender.MaxPackDelayLimit: this package stays free of the sender's
+	// cgo).
+	MaxPackDelay = 100 * time.Millisecond
 )
 
 // Validate checks every value and returns every problem joined
@@ -27,6 +31,9 @@ func (c Config) Validate() error {
 	c.validateLinks(v)
 	if c.Latency < Duration(20*time.Millisecond) || c.Latency > Duration(10*time.Second) {
 		v.bad("latency", "%v is outside 20ms..10s", c.Latency)
+	}
+	if c.MaxPackDelay < 0 || c.MaxPackDelay.D() > MaxPackDelay {
+		v.bad("max_pack_delay", "%v is outside 0..%v (0 sends every frame in its own message)", c.MaxPackDelay, MaxPackDelay)
 	}
 	if c.StateDir == "" {
 		v.bad("state_dir", "must not be empty")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,34 +19,46 @@ import (
 
 // cpuSample is the CPU time of the measured processes at one instant.
 type cpuSample struct {
-	at                   time.Time
-	daemon, encoders     time.Duration
-	encoderPIDs          []int
-	ffmpeg               time.Duration
-	daemonRSS, ffmpegRSS int64
+	at      time.Time
+	daemons []daemonSample // one per daemon under test
+	ffmpeg  time.Duration
+	// ffmpegRSS is the single ffmpeg's resident set.
+	ffmpegRSS int64
 }
 
-// sampleCPU reads the daemon, each of its children (its ffmpeg
-// encoders) and the single ffmpeg.
-func sampleCPU(b *testing.B, daemonPID, ffmpegPID int) cpuSample {
+// daemonSample is one daemon's CPU time, its children's (its ffmpeg
+// encoders), and its RSS.
+type daemonSample struct {
+	daemon, encoders time.Duration
+	encoderPIDs      []int
+	rss              int64
+}
+
+// sampleCPU reads each daemon, each of its children and the single
+// ffmpeg.
+func sampleCPU(b *testing.B, daemonPIDs []int, ffmpegPID int) cpuSample {
 	b.Helper()
-	s := cpuSample{at: time.Now(), encoderPIDs: e2e.ChildrenOf(daemonPID)}
-	d, err := e2e.ReadProcStat(daemonPID)
-	if err != nil {
-		b.Fatalf("the daemon is gone: %v", err)
-	}
-	s.daemon = d.CPU
-	for _, c := range s.encoderPIDs {
-		if st, err := e2e.ReadProcStat(c); err == nil {
-			s.encoders += st.CPU
+	s := cpuSample{at: time.Now()}
+	for _, pid := range daemonPIDs {
+		ds := daemonSample{encoderPIDs: e2e.ChildrenOf(pid)}
+		d, err := e2e.ReadProcStat(pid)
+		if err != nil {
+			b.Fatalf("the daemon %d is gone: %v", pid, err)
 		}
+		ds.daemon = d.CPU
+		for _, c := range ds.encoderPIDs {
+			if st, err := e2e.ReadProcStat(c); err == nil {
+				ds.encoders += st.CPU
+			}
+		}
+		ds.rss, _ = e2e.ReadProcRSS(pid)
+		s.daemons = append(s.daemons, ds)
 	}
 	f, err := e2e.ReadProcStat(ffmpegPID)
 	if err != nil {
 		b.Fatalf("the single ffmpeg is gone: %v", err)
 	}
 	s.ffmpeg = f.CPU
-	s.daemonRSS, _ = e2e.ReadProcRSS(daemonPID)
 	s.ffmpegRSS, _ = e2e.ReadProcRSS(ffmpegPID)
 	return s
 }
@@ -55,13 +68,15 @@ type cpuWindow struct {
 	daemon, encoders, appliance, ffmpeg, ratio float64 // % of a core; ratio appliance/ffmpeg
 }
 
-func windowOf(a, z cpuSample) (cpuWindow, bool) {
-	if !slices.Equal(a.encoderPIDs, z.encoderPIDs) {
+// windowOf is daemon i's window between two samples.
+func windowOf(a, z cpuSample, i int) (cpuWindow, bool) {
+	da, dz := a.daemons[i], z.daemons[i]
+	if !slices.Equal(da.encoderPIDs, dz.encoderPIDs) {
 		return cpuWindow{}, false // an encoder restarted: its CPU is not comparable
 	}
 	secs := z.at.Sub(a.at).Seconds()
 	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / secs }
-	w := cpuWindow{daemon: pct(z.daemon - a.daemon), encoders: pct(z.encoders - a.encoders), ffmpeg: pct(z.ffmpeg - a.ffmpeg)}
+	w := cpuWindow{daemon: pct(dz.daemon - da.daemon), encoders: pct(dz.encoders - da.encoders), ffmpeg: pct(z.ffmpeg - a.ffmpeg)}
 	w.appliance = w.daemon + w.encoders
 	w.ratio = w.appliance / w.ffmpeg
 	return w, true
@@ -81,8 +96,8 @@ func median(xs []float64) float64 {
 }
 
 // BenchmarkApplianceVsFFmpeg measures the appliance daemon (tone source,
-// two AAC feeds at 128 and 64 kbit/s over SRT to a switcher) against one
-// ffmpeg doing the same job (a sine split to two AAC SRT outputs).
+// two AAC feeds at 128 and 64 kbit/s over SRT) against one ffmpeg doing the
+// same job (a sine split to two AAC SRT outputs), both to one switcher.
 // Target: CPU ratio <= 1.2, daemon RSS <= 60 MB (its ffmpeg children
 // reported apart). Run with -benchtime=1x.
 //
@@ -95,10 +110,13 @@ func median(xs []float64) float64 {
 // medians over the windows, and the ratio is the median of the windows'
 // ratios.
 //
-// TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW (default 10s)
-// change the sampling. TANDEM_BENCH_PROFILE=<file> also writes a CPU
-// profile of the daemon (taken after the windows, so the profiler's own
-// cost does not count).
+// TANDEM_BENCH_PACK_DELAYS=0,25ms,50ms runs one daemon per max_pack_delay
+// value, all at once against the same single ffmpeg, and reports each
+// (metrics suffixed with the value); unset, one daemon runs with the
+// default. TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW
+// (default 10s) change the sampling. TANDEM_BENCH_PROFILE=<file> also
+// writes a CPU profile of the (first) daemon (taken after the windows, so
+// the profiler's own cost does not count).
 func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	ffmpeg := e2e.Need(b, "ffmpeg")
 	windows, window := 6, 10*time.Second
@@ -116,32 +134,43 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 		}
 		window = d
 	}
+	delays := packDelays(b)
 	profile := os.Getenv("TANDEM_BENCH_PROFILE")
 	_, srtAddr := e2e.StartSwitcher(b)
 
-	// The appliance.
-	bin := e2e.Binary(b, "tandem/firmware/cmd/tandem")
-	dir := b.TempDir()
-	debugAddr, debugKey := "", ""
-	if profile != "" {
-		debugAddr = fmt.Sprintf("127.0.0.1:%d", e2e.FreeTCPPort(b))
-		debugKey = fmt.Sprintf(`,"debug":%q`, debugAddr)
-	}
-	cfgFile := filepath.Join(dir, "tandem.json")
-	cfg := fmt.Sprintf(`{"device_id":"bench","state_dir":%q,"api":{"socket":%q,"http":""%s},
-		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}}`,
-		dir, filepath.Join(dir, "api.sock"), debugKey, srtAddr, srtAddr)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
-	daemon.Stderr = io.Discard
-	if err := daemon.Start(); err != nil {
-		b.Fatal(err)
+	bin := e2e.Binary(b, "tandem/firmware/cmd/tandem")
+	debugAddr := ""
+	var pids []int
+	var sockets []string
+	for i, delay := range delays {
+		extra := ""
+		if delay != "" {
+			extra = fmt.Sprintf(`,"max_pack_delay":%q`, delay)
+		}
+		dir := b.TempDir()
+		debugKey := ""
+		if profile != "" && i == 0 {
+			debugAddr = fmt.Sprintf("127.0.0.1:%d", e2e.FreeTCPPort(b))
+			debugKey = fmt.Sprintf(`,"debug":%q`, debugAddr)
+		}
+		cfgFile := filepath.Join(dir, "tandem.json")
+		cfg := fmt.Sprintf(`{"device_id":"bench%d","state_dir":%q,"api":{"socket":%q,"http":""%s},
+		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`,
+			i, dir, filepath.Join(dir, "api.sock"), debugKey, srtAddr, srtAddr, extra)
+		sockets = append(sockets, filepath.Join(dir, "api.sock"))
+		if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
+		daemon.Stderr = io.Discard
+		if err := daemon.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cancel(); daemon.Wait() }() // CommandContext kills it on cancel
+		pids = append(pids, daemon.Process.Pid)
 	}
-	defer func() { cancel(); daemon.Wait() }() // CommandContext kills it on cancel
 
 	// One ffmpeg doing the same job.
 	url := func(name string) string {
@@ -158,54 +187,104 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 
 	// Warm up: connections made, encoders past their start.
 	time.Sleep(5 * time.Second)
-	if n := len(e2e.ChildrenOf(daemon.Process.Pid)); n != 2 {
-		b.Fatalf("the daemon runs %d child processes, want its 2 ffmpeg encoders", n)
+	for _, pid := range pids {
+		if n := len(e2e.ChildrenOf(pid)); n != 2 {
+			b.Fatalf("the daemon runs %d child processes, want its 2 ffmpeg encoders", n)
+		}
 	}
-	var ws []cpuWindow
-	var rss []float64
-	first := sampleCPU(b, daemon.Process.Pid, ff.Process.Pid)
-	prev := first
+	ws := make([][]cpuWindow, len(pids))
+	rss := make([][]float64, len(pids))
+	prev := sampleCPU(b, pids, ff.Process.Pid)
 	for range windows {
 		time.Sleep(window)
-		cur := sampleCPU(b, daemon.Process.Pid, ff.Process.Pid)
-		if w, ok := windowOf(prev, cur); ok {
-			ws = append(ws, w)
-			b.Logf("window %d: appliance %.2f%% (daemon %.2f%%, encoders %.2f%%), single ffmpeg %.2f%%: ratio %.2f",
-				len(ws), w.appliance, w.daemon, w.encoders, w.ffmpeg, w.ratio)
-		} else {
-			b.Logf("window skipped: the daemon's encoders changed (%v -> %v)", prev.encoderPIDs, cur.encoderPIDs)
+		cur := sampleCPU(b, pids, ff.Process.Pid)
+		for i := range pids {
+			if w, ok := windowOf(prev, cur, i); ok {
+				ws[i] = append(ws[i], w)
+				b.Logf("%swindow %d: appliance %.2f%% (daemon %.2f%%, encoders %.2f%%), single ffmpeg %.2f%%: ratio %.2f",
+					packLabel(delays[i]), len(ws[i]), w.appliance, w.daemon, w.encoders, w.ffmpeg, w.ratio)
+			} else {
+				b.Logf("%swindow skipped: the daemon's encoders changed (%v -> %v)", packLabel(delays[i]), prev.daemons[i].encoderPIDs, cur.daemons[i].encoderPIDs)
+			}
+			rss[i] = append(rss[i], float64(cur.daemons[i].rss)/(1<<20))
 		}
-		rss = append(rss, float64(cur.daemonRSS)/(1<<20))
 		prev = cur
 	}
-	if len(ws) == 0 {
-		b.Fatal("no usable window: the daemon's encoders kept restarting")
+	for i := range pids {
+		if len(ws[i]) == 0 {
+			b.Fatalf("%sno usable window: the daemon's encoders kept restarting", packLabel(delays[i]))
+		}
+	}
+	perMessage := make([]float64, len(pids))
+	for i, socket := range sockets {
+		var sent, messages int64
+		for _, f := range daemonStatus(b, socket).Feeds {
+			sent += f.Sent
+			messages += f.SRT.Messages
+		}
+		if messages > 0 {
+			perMessage[i] = float64(sent) / float64(messages)
+		}
 	}
 	if profile != "" {
 		fetchProfile(b, "http://"+debugAddr+"/debug/pprof/profile?seconds=20", profile)
 	}
 	cancel()
 
-	pick := func(f func(cpuWindow) float64) float64 {
-		var xs []float64
-		for _, w := range ws {
-			xs = append(xs, f(w))
+	for i, delay := range delays {
+		pick := func(f func(cpuWindow) float64) float64 {
+			var xs []float64
+			for _, w := range ws[i] {
+				xs = append(xs, f(w))
+			}
+			return median(xs)
 		}
-		return median(xs)
+		ratio := pick(func(w cpuWindow) float64 { return w.ratio })
+		app := pick(func(w cpuWindow) float64 { return w.appliance })
+		own := pick(func(w cpuWindow) float64 { return w.daemon })
+		kids := pick(func(w cpuWindow) float64 { return w.encoders })
+		single := pick(func(w cpuWindow) float64 { return w.ffmpeg })
+		suffix := ""
+		if delay != "" {
+			suffix = "-pack" + delay
+		}
+		b.ReportMetric(ratio, "cpu-ratio"+suffix)
+		b.ReportMetric(app, "appliance-%core"+suffix)
+		b.ReportMetric(own, "daemon-%core"+suffix)
+		b.ReportMetric(kids, "encoders-%core"+suffix)
+		b.ReportMetric(single, "ffmpeg-%core"+suffix)
+		b.ReportMetric(median(rss[i]), "daemon-RSS-MB"+suffix)
+		b.ReportMetric(perMessage[i], "frames/msg"+suffix)
+		b.Logf("%smedians over %d windows of %v: appliance %.2f%% of a core (daemon %.2f%%, its 2 ffmpeg %.2f%%), single ffmpeg %.2f%%: ratio %.2f (target <= 1.2); daemon RSS %.1f MB (target <= 60 MB), single ffmpeg RSS %.1f MB; %.2f frames per SRT message",
+			packLabel(delay), len(ws[i]), window, app, own, kids, single, ratio, median(rss[i]), float64(prev.ffmpegRSS)/(1<<20), perMessage[i])
 	}
-	ratio := pick(func(w cpuWindow) float64 { return w.ratio })
-	app := pick(func(w cpuWindow) float64 { return w.appliance })
-	own := pick(func(w cpuWindow) float64 { return w.daemon })
-	kids := pick(func(w cpuWindow) float64 { return w.encoders })
-	single := pick(func(w cpuWindow) float64 { return w.ffmpeg })
-	b.ReportMetric(ratio, "cpu-ratio")
-	b.ReportMetric(app, "appliance-%core")
-	b.ReportMetric(own, "daemon-%core")
-	b.ReportMetric(kids, "encoders-%core")
-	b.ReportMetric(single, "ffmpeg-%core")
-	b.ReportMetric(median(rss), "daemon-RSS-MB")
-	b.Logf("medians over %d windows of %v: appliance %.2f%% of a core (daemon %.2f%%, its 2 ffmpeg %.2f%%), single ffmpeg %.2f%%: ratio %.2f (target <= 1.2); daemon RSS %.1f MB (target <= 60 MB), single ffmpeg RSS %.1f MB",
-		len(ws), window, app, own, kids, single, ratio, median(rss), float64(prev.ffmpegRSS)/(1<<20))
+}
+
+// packDelays reads TANDEM_BENCH_PACK_DELAYS (max_pack_delay values, comma
+// separated); unset, it is one daemon with the default ("").
+func packDelays(b *testing.B) []string {
+	v := os.Getenv("TANDEM_BENCH_PACK_DELAYS")
+	if v == "" {
+		return []string{""}
+	}
+	var out []string
+	for _, d := range strings.Split(v, ",") {
+		d = strings.TrimSpace(d)
+		if _, err := time.ParseDuration(d); err != nil {
+			b.Fatalf("TANDEM_BENCH_PACK_DELAYS=%q: %q is not a duration like 25ms", v, d)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// packLabel prefixes a log line with the daemon's max_pack_delay, when
+// several run.
+func packLabel(delay string) string {
+	if delay == "" {
+		return ""
+	}
+	return "max_pack_delay " + delay + ": "
 }
 
 // fetchProfile saves a CPU profile from the daemon's profiler.

@@ -14,6 +14,7 @@ import (
 	"tandem/firmware/config"
 	"tandem/firmware/state"
 	"tandem/scripts/e2e"
+	"tandem/uplink/sender"
 )
 
 func testConfig(t *testing.T) config.Config {
@@ -209,5 +210,13 @@ func TestStatusDatesTheCaptureTimeline(t *testing.T) {
 	}
 	if st.SessionID == "" {
 		t.Error("no session id next to session_started")
+	}
+}
+
+// The config's bound on max_pack_delay is the sender's: a value the config
+// accepts never fails the sender at start.
+func TestMaxPackDelayBoundMatchesSender(t *testing.T) {
+	if config.MaxPackDelay != sender.MaxPackDelayLimit {
+		t.Errorf("config allows max_pack_delay up to %v, the sender up to %v", config.MaxPackDelay, sender.MaxPackDelayLimit)
 	}
 }

@@ -26,7 +26,9 @@ import (
 // the real daemon (tone source, both feeds over loopback "links") to the
 // real switcher, heard by an HTTP listener (/live/<id>.aac, what a player
 // uses) and by an SRT pull (m=request, which adds its own 120 ms SRT
-// latency). Run with -benchtime=1x.
+// latency). Run with -benchtime=1x. TANDEM_BENCH_PACK_DELAYS=0,25ms,50ms
+// measures one sub-benchmark per max_pack_delay value, one after the
+// other (add -count to interleave rounds).
 //
 // Dating a frame: the daemon's status gives session_started, the wall time
 // of capture sample 0; the switcher's status gives the inputs' frame_offset
@@ -38,6 +40,18 @@ import (
 // latency of a frame is its arrival (fully read) at the listener minus the
 // capture time of its last sample.
 func BenchmarkCaptureToListenerLatency(b *testing.B) {
+	delays := packDelays(b)
+	if len(delays) == 1 && delays[0] == "" {
+		benchLatency(b, "")
+		return
+	}
+	for _, d := range delays {
+		b.Run("max_pack_delay="+d, func(b *testing.B) { benchLatency(b, d) })
+	}
+}
+
+// benchLatency measures with max_pack_delay set to delay ("" = default).
+func benchLatency(b *testing.B, delay string) {
 	e2e.Need(b, "ffmpeg")
 	const (
 		settle  = 8 * time.Second  // the merge's first jitter window narrows the startup hold
@@ -49,8 +63,12 @@ func BenchmarkCaptureToListenerLatency(b *testing.B) {
 	dir := b.TempDir()
 	socket := filepath.Join(dir, "api.sock")
 	cfgFile := filepath.Join(dir, "tandem.json")
+	extra := ""
+	if delay != "" {
+		extra = fmt.Sprintf(`,"max_pack_delay":%q`, delay)
+	}
 	cfg := fmt.Sprintf(`{"device_id":"lat","state_dir":%q,"api":{"socket":%q,"http":""},
-		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}}`, dir, socket, srtAddr, srtAddr)
+		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`, dir, socket, srtAddr, srtAddr, extra)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}

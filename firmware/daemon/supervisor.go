@@ -106,7 +106,7 @@ func newSupervisor(ctx context.Context, cfg config.Config, st *state.Store, log 
 		}
 		snd, err := sender.New(sender.Config{
 			Role: r, App: cfg.App, Name: cfg.DeviceID, Session: session, Key: cfg.Key, Passphrase: cfg.Passphrase,
-			Dest: fc.Dest, LocalAddr: link.Address, Latency: cfg.Latency.D(), Audio: enc.Config(),
+			Dest: fc.Dest, LocalAddr: link.Address, Latency: cfg.Latency.D(), MaxPackDelay: cfg.MaxPackDelay.D(), Audio: enc.Config(),
 			Log:     log.With("component", "sender", "feed", role),
 			OnEvent: s.senderEvent(role, fc.Link),
 		})
@@ -284,7 +284,7 @@ func (s *supervisor) Status() api.Status {
 		es, ss := f.enc.Stats(), f.snd.Stats()
 		fs := api.FeedStatus{Role: f.role, State: feedState(ss.State), BitrateKbps: ss.BitrateKbps, Dest: ss.Dest, Link: f.cfg.Link,
 			Encoder: api.EncoderStatus{State: es.State, Restarts: es.Restarts, PID: es.PID},
-			SRT:     api.SRTStatus{RTTms: float64(ss.RTT) / float64(time.Millisecond), SendLoss: ss.SendLoss, Retrans: ss.Retrans},
+			SRT:     api.SRTStatus{RTTms: float64(ss.RTT) / float64(time.Millisecond), SendLoss: ss.SendLoss, Retrans: ss.Retrans, Messages: ss.Messages},
 			Sent:    ss.Sent, Dropped: ss.Dropped, Reconnects: ss.Reconnects, ConnectedSince: ss.ConnectedSince, Error: ss.LastError}
 		st.Feeds = append(st.Feeds, fs)
 	}

@@ -63,6 +63,15 @@ type Config struct {
 	// headers).
 	Audio media.AudioConfig
 
+	// MaxPackDelay packs several frames into one SRT message (up to seven
+	// TS packets, 1316 bytes) when more than 0: a message goes when the
+	// next frame would not fit, or when its oldest frame has waited
+	// MaxPackDelay (a timer sends it; no frame waits longer). Fewer
+	// messages cost libsrt fewer wake-ups on both ends; each frame may
+	// arrive up to MaxPackDelay later. 0 (the default) sends every frame
+	// in its own message. At most MaxPackDelayLimit. Icecast ignores it.
+	MaxPackDelay time.Duration
+
 	// Queue is how many frames may wait for the connection (default 100,
 	// about 2 s at 48 kHz). When it is full the oldest frame is dropped.
 	Queue int
@@ -93,6 +102,9 @@ const (
 	DefaultMaxBackoff     = 5 * time.Second
 	// StableAfter: a connection that lasted this long resets the backoff.
 	StableAfter = 10 * time.Second
+	// MaxPackDelayLimit bounds MaxPackDelay: a frame held longer would eat
+	// most of the switcher's default hold (100 ms), its margin for jitter.
+	MaxPackDelayLimit = 100 * time.Millisecond
 	// DefaultIcecastPort is used when an icecast:// URL has no port.
 	DefaultIcecastPort = 8000
 )
@@ -154,6 +166,8 @@ func (c *Config) validate() (target, error) {
 		return target{}, cfgErr("Latency", "%v out of range (0..1m)", c.Latency)
 	case c.ConnectTimeout < 0 || c.ConnectTimeout > time.Minute:
 		return target{}, cfgErr("ConnectTimeout", "%v out of range (0..1m)", c.ConnectTimeout)
+	case c.MaxPackDelay < 0 || c.MaxPackDelay > MaxPackDelayLimit:
+		return target{}, cfgErr("MaxPackDelay", "%v out of range (0..%v)", c.MaxPackDelay, MaxPackDelayLimit)
 	case c.Queue < 0:
 		return target{}, cfgErr("Queue", "%d is negative", c.Queue)
 	case c.StallTimeout < 0:

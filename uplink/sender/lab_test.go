@@ -3,6 +3,7 @@ package sender_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -85,8 +86,15 @@ func newSRTSink(t testing.TB, lab *netlab.Lab, ns, addr string) *srtSink {
 // A sender in the appliance namespace, pinned to link a, detects a cut of
 // that link by its ACKs stopping, within StallTimeout + 200 ms (libsrt
 // alone would take ~5 s), and is connected again within a couple of seconds
-// of the link's return. Nothing leaks out of link b meanwhile.
+// of the link's return. Nothing leaks out of link b meanwhile. The same
+// holds with frames packed into shared messages (MaxPackDelay).
 func TestAckStallInLab(t *testing.T) {
+	for _, pack := range []time.Duration{0, 50 * time.Millisecond} {
+		t.Run(fmt.Sprintf("max_pack_delay=%v", pack), func(t *testing.T) { ackStallInLab(t, pack) })
+	}
+}
+
+func ackStallInLab(t *testing.T, maxPackDelay time.Duration) {
 	frames := tone(t)
 	lab := netlab.New(t, netlab.Options{})
 	la, lb := lab.Links["a"], lab.Links["b"]
@@ -95,12 +103,13 @@ func TestAckStallInLab(t *testing.T) {
 	var ev events
 	s, err := sender.New(sender.Config{
 		Role: streamid.RolePrimary, App: "live", Name: "lab", Session: "s1",
-		Dest:      "srt://" + sink.ln.Addr().String(),
-		LocalAddr: la.AppAddr,
-		Netns:     "/var/run/netns/" + lab.AppNS,
-		Audio:     stereo48k,
-		Log:       testLogger(t),
-		OnEvent:   ev.add,
+		Dest:         "srt://" + sink.ln.Addr().String(),
+		LocalAddr:    la.AppAddr,
+		Netns:        "/var/run/netns/" + lab.AppNS,
+		Audio:        stereo48k,
+		MaxPackDelay: maxPackDelay,
+		Log:          testLogger(t),
+		OnEvent:      ev.add,
 	})
 	if err != nil {
 		t.Fatal(err)

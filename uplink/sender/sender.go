@@ -157,7 +157,11 @@ type Stats struct {
 	// SendLoss (SRT packets reported lost by the receiver) and Retrans
 	// (packets retransmitted), summed over all connections.
 	SendLoss, Retrans int64
-	LastError         string
+	// Messages counts SRT messages sent (one UDP packet each, first
+	// transmissions), summed over all connections; Sent/Messages is the
+	// frames per message MaxPackDelay achieves. 0 for Icecast.
+	Messages  int64
+	LastError string
 	// ConnectedSince is when the current connection came up (zero if none).
 	ConnectedSince time.Time
 }
@@ -447,7 +451,8 @@ func (s *Sender) disconnected(sess session) {
 	s.mu.Lock()
 	s.base.sendLoss += ls.sendLoss
 	s.base.retrans += ls.retrans
-	s.st.SendLoss, s.st.Retrans = s.base.sendLoss, s.base.retrans
+	s.base.messages += ls.messages
+	s.st.SendLoss, s.st.Retrans, s.st.Messages = s.base.sendLoss, s.base.retrans, s.base.messages
 	s.st.ConnectedSince = time.Time{}
 	s.mu.Unlock()
 }
@@ -565,13 +570,20 @@ func (s *Sender) sendDirect(f media.Frame) bool {
 		return false
 	}
 	if err := s.writeLocked(l, f); err != nil {
-		l.err = err
-		select {
-		case s.liveErr <- struct{}{}:
-		default:
-		}
+		s.failLocked(l, err)
 	}
 	return true
+}
+
+// failLocked records a failure met outside the stream goroutine (Send's
+// direct path, the packing timer) and wakes that goroutine to end the
+// connection with it.
+func (s *Sender) failLocked(l *live, err error) {
+	l.err = err
+	select {
+	case s.liveErr <- struct{}{}:
+	default:
+	}
 }
 
 // writeLocked writes one frame, the pending telemetry after it, and checks
@@ -627,6 +639,7 @@ func (s *Sender) checkLocked(l *live, now time.Time) error {
 	s.st.RTT = ls.rtt
 	s.st.SendLoss = s.base.sendLoss + ls.sendLoss
 	s.st.Retrans = s.base.retrans + ls.retrans
+	s.st.Messages = s.base.messages + ls.messages
 	s.mu.Unlock()
 	if err != nil {
 		var se *StallError
@@ -644,6 +657,7 @@ func (s *Sender) checkLocked(l *live, now time.Time) error {
 type linkStats struct {
 	rtt               time.Duration
 	sendLoss, retrans int64
+	messages          int64
 }
 
 // session is one connection of a transport.

@@ -47,6 +47,8 @@ func TestConfigErrors(t *testing.T) {
 		{"passphrase", func(c *sender.Config) { c.Passphrase = "short" }, "Passphrase"},
 		{"backoff", func(c *sender.Config) { c.MinBackoff, c.MaxBackoff = 2*time.Second, time.Second }, "MinBackoff"},
 		{"queue", func(c *sender.Config) { c.Queue = -1 }, "Queue"},
+		{"pack delay negative", func(c *sender.Config) { c.MaxPackDelay = -time.Millisecond }, "MaxPackDelay"},
+		{"pack delay too long", func(c *sender.Config) { c.MaxPackDelay = 150 * time.Millisecond }, "MaxPackDelay: 150ms out of range (0..100ms)"},
 	}
 	for _, c := range cases {
 		cfg := baseConfig()

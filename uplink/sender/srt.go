@@ -27,6 +27,8 @@ type srtSession struct {
 	lastWrite time.Time
 	lastCheck time.Time // when the last check finished
 	last      linkStats
+
+	pack *packing // nil: one frame per message
 }
 
 func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, error) {
@@ -52,10 +54,15 @@ func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, err
 	}
 	now := time.Now()
 	x := &srtSession{conn: conn, timeout: s.cfg.StallTimeout, progress: now}
+	emit := conn.WriteMessage
+	if s.cfg.MaxPackDelay > 0 {
+		x.pack = s.newPacking(x, conn)
+		emit = x.pack.packer.Write
+	}
 	x.mux = mpegts.NewMuxer([]mpegts.Track{
 		{PID: AudioPID, Kind: media.KindAudio, Audio: s.cfg.Audio},
 		{PID: telemetry.PID, FormatID: mpegts.FormatTandem},
-	}, conn.WriteMessage)
+	}, emit)
 	// Audio only: a reader that joins needs PAT/PMT, but not every 100 ms.
 	x.mux.PSIInterval = media.ClockRate / 2
 	st := conn.Stats()
@@ -76,11 +83,16 @@ func (x *srtSession) noteWrite() {
 
 func (x *srtSession) writeFrame(f media.Frame) error {
 	x.noteWrite()
+	// Packed, a refused message is counted by the packer's emit and never
+	// reaches here.
 	if err := x.mux.WriteFrame(AudioPID, f); err != nil {
 		if errors.Is(err, srt.ErrSendBufferFull) {
 			return fmt.Errorf("%w: %w", errFrameLost, err)
 		}
 		return err
+	}
+	if x.pack != nil {
+		return x.pack.written(time.Now(), true)
 	}
 	return nil
 }
@@ -93,12 +105,15 @@ func (x *srtSession) writeTelemetry(b []byte, pts int64) error {
 		}
 		return err
 	}
+	if x.pack != nil {
+		return x.pack.written(time.Now(), false)
+	}
 	return nil
 }
 
 func (x *srtSession) check(now time.Time) (linkStats, error) {
 	st := x.conn.Stats()
-	x.last = linkStats{rtt: st.RTT, sendLoss: st.PktSendLoss, retrans: st.PktRetrans}
+	x.last = linkStats{rtt: st.RTT, sendLoss: st.PktSendLoss, retrans: st.PktRetrans, messages: st.PktSent - st.PktRetrans}
 	if st.Stale {
 		return x.last, fmt.Errorf("srt: connection broken (libsrt has no stats for it): %w", srt.ErrConnectionLost)
 	}
@@ -129,4 +144,9 @@ func (x *srtSession) check(now time.Time) (linkStats, error) {
 func (x *srtSession) stats() linkStats     { return x.last }
 func (x *srtSession) failed() <-chan error { return nil }
 func (x *srtSession) describe() string     { return x.desc }
-func (x *srtSession) close()               { x.conn.Close() }
+func (x *srtSession) close() {
+	if x.pack != nil {
+		x.pack.timer.Stop()
+	}
+	x.conn.Close()
+}

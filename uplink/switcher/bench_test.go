@@ -93,13 +93,37 @@ func readSendLog(b testing.TB, path string) map[string]time.Time {
 // stream pair at 128 kbit/s: a switcher process ingests N pairs sent by an
 // in-process load generator (pre-encoded AAC, paced in real time, two SRT
 // connections per pair). Run with -benchtime=1x.
+//
+// TANDEM_BENCH_PACK=1,2,3 also measures senders that pack that many
+// frames per SRT message (as an appliance with max_pack_delay does: 2
+// frames for 25 ms, 3 for 50 ms), as sub-benchmarks pack=<frames>; unset,
+// one frame per message.
 func BenchmarkSwitcherPairs(b *testing.B) {
+	packs := []int{1}
+	if v := os.Getenv("TANDEM_BENCH_PACK"); v != "" {
+		packs = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 3 {
+				b.Fatalf("TANDEM_BENCH_PACK=%q: %q is not a frame count 1..3 (7 TS packets hold at most 3 frames at 128 kbit/s)", v, f)
+			}
+			packs = append(packs, n)
+		}
+	}
 	for _, pairs := range []int{100, 200, 500} {
-		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) { benchPairs(b, pairs) })
+		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) {
+			if len(packs) == 1 && packs[0] == 1 {
+				benchPairs(b, pairs, 1)
+				return
+			}
+			for _, n := range packs {
+				b.Run(fmt.Sprintf("pack=%d", n), func(b *testing.B) { benchPairs(b, pairs, n) })
+			}
+		})
 	}
 }
 
-func benchPairs(b *testing.B, pairs int) {
+func benchPairs(b *testing.B, pairs, pack int) {
 	frames := encodedTone(b)
 	sw := e2e.Binary(b, "tandem/uplink/cmd/tandem-switcher")
 	port := e2e.FreeUDPPort(b)
@@ -142,8 +166,9 @@ func benchPairs(b *testing.B, pairs int) {
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
 	genPorts := []int{e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b)}
 	type conn struct {
-		c   *srt.Conn
-		mux *mpegts.Muxer
+		c    *srt.Conn
+		mux  *mpegts.Muxer
+		pack *mpegts.Packer
 	}
 	conns := make([][2]conn, pairs)
 	var wg sync.WaitGroup
@@ -172,9 +197,10 @@ func benchPairs(b *testing.B, pairs int) {
 					dialErr.Store(err)
 					return
 				}
-				m := mpegts.NewMuxer([]mpegts.Track{{PID: 0x100, Kind: media.KindAudio, Audio: audio}}, func(msg []byte) error { return c.WriteMessage(msg) })
+				p := mpegts.NewPacker(c.WriteMessage)
+				m := mpegts.NewMuxer([]mpegts.Track{{PID: 0x100, Kind: media.KindAudio, Audio: audio}}, p.Write)
 				m.PSIInterval = media.ClockRate / 2
-				conns[i][role] = conn{c, m}
+				conns[i][role] = conn{c, m, p}
 			}()
 		}
 	}
@@ -212,6 +238,14 @@ func benchPairs(b *testing.B, pairs int) {
 					if err := c.mux.WriteFrame(0x100, f); err != nil {
 						sendErrs.Add(1)
 					}
+					// Every pack-th frame closes the message (the
+					// appliance's timer would); a frame that does not fit
+					// has sent the others already.
+					if (n+1)%int64(pack) == 0 {
+						if err := c.pack.Flush(); err != nil {
+							sendErrs.Add(1)
+						}
+					}
 				}
 			}
 		}()
@@ -243,8 +277,8 @@ func benchPairs(b *testing.B, pairs int) {
 	b.ReportMetric(cores*1000/float64(pairs), "milli-core/pair")
 	b.ReportMetric(float64(pairs)/cores, "pairs/core")
 	b.ReportMetric(float64(rss)/float64(1<<20)/float64(pairs), "MB-RSS/pair")
-	b.Logf("%d pairs: switcher used %.1f%% of a core (%.2f milli-core/pair, %.0f pairs/core), RSS %.1f MB (%.3f MB/pair), %d threads; %d/%d streams online, %d holes filled during the run, %d send errors",
-		pairs, cores*100, cores*1000/float64(pairs), float64(pairs)/cores, float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(pairs), threads, online, pairs, holes, sendErrs.Load())
+	b.Logf("%d pairs, %d frames per message: switcher used %.1f%% of a core (%.2f milli-core/pair, %.0f pairs/core), RSS %.1f MB (%.3f MB/pair), %d threads; %d/%d streams online, %d holes filled during the run, %d send errors",
+		pairs, pack, cores*100, cores*1000/float64(pairs), float64(pairs)/cores, float64(rss)/(1<<20), float64(rss)/(1<<20)/float64(pairs), threads, online, pairs, holes, sendErrs.Load())
 	if online != pairs {
 		b.Errorf("only %d of %d streams online", online, pairs)
 	}
