@@ -36,8 +36,25 @@ func BenchmarkAVIngest(b *testing.B) {
 	if p := os.Getenv("TANDEM_BENCH_AV_PROTO"); p != "" {
 		protos = []string{p}
 	}
+	// SRT publishers spread over this many switcher ports
+	// (srt_extra_addrs), each read by its own libsrt thread.
+	srtPorts := []int{1, 2}
+	if v := os.Getenv("TANDEM_BENCH_AV_SRT_PORTS"); v != "" {
+		srtPorts = nil
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(f); err == nil && n > 0 {
+				srtPorts = append(srtPorts, n)
+			}
+		}
+	}
 	for _, proto := range protos {
-		b.Run(fmt.Sprintf("proto=%s/streams=%d", proto, streams), func(b *testing.B) { benchAVIngest(b, rec, proto, streams) })
+		if proto != "srt" {
+			b.Run(fmt.Sprintf("proto=%s/streams=%d", proto, streams), func(b *testing.B) { benchAVIngest(b, rec, proto, streams, 1) })
+			continue
+		}
+		for _, ports := range srtPorts {
+			b.Run(fmt.Sprintf("proto=srt/ports=%d/streams=%d", ports, streams), func(b *testing.B) { benchAVIngest(b, rec, proto, streams, ports) })
+		}
 	}
 }
 
@@ -66,14 +83,22 @@ func encodeBenchClip(b *testing.B) *testpub.Recording {
 	return rec
 }
 
-func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams int) {
+func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams, ports int) {
 	sw := e2e.Binary(b, "tandem/uplink/cmd/tandem-switcher")
 	srtPort, httpPort, rtmpPort := e2e.FreeUDPPort(b), e2e.FreeTCPPort(b), e2e.FreeTCPPort(b)
+	srtPorts := []int{srtPort}
+	var extra []string
+	for range ports - 1 {
+		p := e2e.FreeUDPPort(b)
+		srtPorts = append(srtPorts, p)
+		extra = append(extra, fmt.Sprintf("127.0.0.1:%d", p))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sw)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", srtPort), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort),
-		fmt.Sprintf("TANDEM_SWITCHER_RTMP_ADDR=127.0.0.1:%d", rtmpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir())
+		fmt.Sprintf("TANDEM_SWITCHER_RTMP_ADDR=127.0.0.1:%d", rtmpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(),
+		"TANDEM_SWITCHER_SRT_EXTRA_ADDRS="+strings.Join(extra, ","))
 	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
 		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
 	}
@@ -119,7 +144,7 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 				id := streamid.ID{App: "bench", Name: fmt.Sprintf("av%d", i), Mode: streamid.ModePublish}
 				// Callers share a few local ports (libsrt multiplexers) so
 				// the load generator does not saturate the machine first.
-				s, err := testpub.DialSRT(dctx, fmt.Sprintf("127.0.0.1:%d", srtPort), srt.Options{StreamID: id.String(), LocalAddr: fmt.Sprintf("127.0.0.1:%d", genPorts[i%len(genPorts)])}, rec)
+				s, err := testpub.DialSRT(dctx, fmt.Sprintf("127.0.0.1:%d", srtPorts[i%len(srtPorts)]), srt.Options{StreamID: id.String(), LocalAddr: fmt.Sprintf("127.0.0.1:%d", genPorts[i%len(genPorts)])}, rec)
 				if err != nil {
 					dialErr.Store(err)
 					return
@@ -172,7 +197,7 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	self := os.Getpid()
 	cpu0, gen0, wall0 := procCPU(b, cmd.Process.Pid), procCPU(b, self), time.Now()
 	rcvbuf0 := udpRcvbufErrors()
-	swDrops0, genDrops0 := udpDrops(srtPort), udpDrops(genPorts...)
+	swDrops0, genDrops0 := udpDrops(srtPorts...), udpDrops(genPorts...)
 	body0, err := e2e.HTTPGet(base + "/api/v1/streams")
 	if err != nil {
 		b.Fatal(err)
@@ -181,7 +206,7 @@ func benchAVIngest(b *testing.B, rec *testpub.Recording, proto string, streams i
 	cpu1, gen1, wall1 := procCPU(b, cmd.Process.Pid), procCPU(b, self), time.Now()
 	rss := procRSS(b, cmd.Process.Pid)
 	rcvbufErrs := udpRcvbufErrors() - rcvbuf0
-	swDrops, genDrops := udpDrops(srtPort)-swDrops0, udpDrops(genPorts...)-genDrops0
+	swDrops, genDrops := udpDrops(srtPorts...)-swDrops0, udpDrops(genPorts...)-genDrops0
 	if os.Getenv("TANDEM_BENCH_THREADS") != "" {
 		b.Log(threadCPU(cmd.Process.Pid))
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,11 @@ import (
 type Config struct {
 	// SRTAddr is the SRT listener's UDP address.
 	SRTAddr string `json:"srt_addr"`
+	// SRTExtraAddrs are more SRT ports that accept the same publishers and
+	// pullers. libsrt reads each port with one thread: past ~50 publishers
+	// of 2 Mbit/s on one port (this 2-core machine), spread them over
+	// several.
+	SRTExtraAddrs []string `json:"srt_extra_addrs"`
 	// HTTPAddr serves listeners and the API.
 	HTTPAddr string `json:"http_addr"`
 	// HLSTarget is the HLS segment duration and HLSWindow the number of
@@ -201,6 +207,13 @@ func (c Config) Validate() error {
 	if c.Latency < Duration(20*time.Millisecond) || c.Latency > Duration(10*time.Second) {
 		bad("latency", "%v is outside 20ms..10s", time.Duration(c.Latency))
 	}
+	for i, a := range c.SRTExtraAddrs {
+		// Port 0 (any free port) may repeat: each gets its own.
+		anyPort := strings.HasSuffix(a, ":0")
+		if a == "" || !anyPort && (a == c.SRTAddr || slices.Contains(c.SRTExtraAddrs[:i], a)) {
+			bad("srt_extra_addrs", "%q is empty or repeats another SRT address", a)
+		}
+	}
 	if c.SRTUDPBuffer < 64<<10 || c.SRTUDPBuffer > 1<<30 {
 		bad("srt_udp_buffer", "%d bytes is outside 64 KiB..1 GiB", c.SRTUDPBuffer)
 	}
@@ -323,6 +336,13 @@ func (c *Config) applyEnv(environ []string) error {
 		switch strings.ToLower(key) {
 		case "srt_addr":
 			c.SRTAddr = v
+		case "srt_extra_addrs":
+			c.SRTExtraAddrs = nil
+			for _, a := range strings.Split(v, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					c.SRTExtraAddrs = append(c.SRTExtraAddrs, a)
+				}
+			}
 		case "http_addr":
 			c.HTTPAddr = v
 		case "rtmp_addr":

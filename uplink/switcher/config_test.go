@@ -33,6 +33,14 @@ func TestConfigDefaultsFileThenEnvironment(t *testing.T) {
 	if c.SRTAddr != ":9100" || time.Duration(c.Latency) != 200*time.Millisecond {
 		t.Errorf("the file was not applied: srt_addr %q latency %v", c.SRTAddr, time.Duration(c.Latency))
 	}
+	c, err = LoadConfig(p, []string{EnvPrefix + "SRT_EXTRA_ADDRS=:9001, :9002"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.SRTExtraAddrs) != 2 || c.SRTExtraAddrs[1] != ":9002" {
+		t.Errorf("srt_extra_addrs from the environment: %q", c.SRTExtraAddrs)
+	}
+	c, _ = LoadConfig(p, []string{EnvPrefix + "SRT_UDP_BUFFER=8388608"})
 	if c.SRTUDPBuffer != 8<<20 {
 		t.Errorf("srt_udp_buffer %d, want the environment's 8388608 over the file's", c.SRTUDPBuffer)
 	}
@@ -52,6 +60,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"buffer not a number", `{}`, []string{EnvPrefix + "SRT_UDP_BUFFER=lots"}, EnvPrefix + "SRT_UDP_BUFFER"},
 		{"unknown policy", `{"policy": "fastest"}`, nil, "fastest"},
 		{"trailing data", `{} {}`, nil, "trailing data"},
+		{"extra port repeats the main one", `{"srt_addr": ":9000", "srt_extra_addrs": [":9000"]}`, nil, "config srt_extra_addrs"},
+		{"extra port given twice", `{}`, []string{EnvPrefix + "SRT_EXTRA_ADDRS=:9001, :9001"}, "config srt_extra_addrs"},
 	}
 	for _, tc := range cases {
 		_, err := LoadConfig(writeConfig(t, tc.file), tc.env)

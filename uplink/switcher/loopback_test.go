@@ -478,3 +478,38 @@ func TestSameFeedReconnectTakesOverItsSlot(t *testing.T) {
 	}
 	t.Logf("same-session reconnect took the slot over in %v", time.Since(start).Round(time.Millisecond))
 }
+
+// Extra SRT ports accept the same publishers and pullers as the main one:
+// a stream's primary and fallback may arrive on different ports.
+func TestExtraSRTPortsServeTheSameStreams(t *testing.T) {
+	srv := startSwitcher(t, func(c *switcher.Config) { c.SRTExtraAddrs = []string{"127.0.0.1:0"} })
+	base := "http://" + srv.HTTPAddr().String()
+	extra := srv.SRTExtraAddrs()
+	if len(extra) != 1 {
+		t.Fatalf("%d extra SRT ports bound, want 1", len(extra))
+	}
+	cfg := testpub.Config{Addr: srv.SRTAddr().String(), App: "live", Name: "ports", Session: "portsess", Epoch: time.Now()}
+	pc, fc := cfg, cfg
+	fc.Addr = extra[0].String()
+	pc.Feeds = []testpub.Feed{{Role: streamid.RolePrimary, Bitrate: 128000}}
+	fc.Feeds = []testpub.Feed{{Role: streamid.RoleFallback, Bitrate: 64000}}
+	runPublisher(t, pc)
+	runPublisher(t, fc)
+	if !e2e.WaitFor(15*time.Second, func() bool {
+		st := e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ports")
+		return st != nil && st.Mode == "aligned" && len(st.Inputs) == 2
+	}) {
+		t.Fatalf("feeds on two ports did not pair: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/ports"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := srt.Dial(ctx, extra[0].String(), srt.Options{StreamID: "#!::r=live/ports,m=request"})
+	if err != nil {
+		t.Fatalf("pull over the extra port: %v", err)
+	}
+	defer c.Close()
+	buf := make([]byte, srt.MaxMessageSize)
+	if n, err := c.ReadMessage(ctx, buf); err != nil || n == 0 {
+		t.Fatalf("pull over the extra port delivered nothing: %d bytes, %v", n, err)
+	}
+}

@@ -49,8 +49,11 @@ type Server struct {
 
 	// ctx is the server's lifetime: streams run on it, never on the
 	// context of the connection that happened to create them.
-	ctx     context.Context
-	srtLn   *srt.Listener
+	ctx   context.Context
+	srtLn *srt.Listener
+	// srtMore are the extra SRT ports (srt_extra_addrs), each with its own
+	// libsrt receive thread.
+	srtMore []*srt.Listener
 	rtmpLn  net.Listener
 	rtmpSrv *rtmp.Server
 	httpLn  net.Listener
@@ -102,24 +105,32 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.findLevelDecoder()
 	s.checkUDPBuffer()
-	ln, err := srt.Listen(s.cfg.SRTAddr, srt.ListenConfig{
-		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency), UDPBuffer: s.cfg.SRTUDPBuffer},
-		Authorize: s.authorize,
-		Logger:    s.log.With("component", "srt"),
-	})
+	ln, err := s.listenSRT(s.cfg.SRTAddr)
 	if err != nil {
 		s.stopEvents()
 		return fmt.Errorf("start switcher: %w", err)
 	}
+	for _, addr := range s.cfg.SRTExtraAddrs {
+		more, err := s.listenSRT(addr)
+		if err != nil {
+			ln.Close()
+			s.closeExtraSRT()
+			s.stopEvents()
+			return fmt.Errorf("start switcher: srt_extra_addrs: %w", err)
+		}
+		s.srtMore = append(s.srtMore, more)
+	}
 	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		ln.Close()
+		s.closeExtraSRT()
 		s.stopEvents()
 		return fmt.Errorf("start switcher: listen http %s: %w", s.cfg.HTTPAddr, err)
 	}
 	s.srtLn, s.httpLn = ln, hl
 	if err := s.startRTMP(ctx); err != nil {
 		ln.Close()
+		s.closeExtraSRT()
 		hl.Close()
 		s.stopEvents()
 		return fmt.Errorf("start switcher: %w", err)
@@ -128,28 +139,58 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.DebugAddr != "" {
 		if err := s.startDebug(ctx); err != nil {
 			ln.Close()
+			s.closeExtraSRT()
 			hl.Close()
 			return fmt.Errorf("start switcher: %w", err)
 		}
 	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		s.acceptSRT(ctx)
-	}()
+	for _, l := range append([]*srt.Listener{ln}, s.srtMore...) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.acceptSRT(ctx, l)
+		}()
+	}
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
-	s.log.Info("switcher started", "srt", ln.Addr().String(), "http", hl.Addr().String(),
+	s.log.Info("switcher started", "srt", ln.Addr().String(), "srt_extra", len(s.srtMore), "http", hl.Addr().String(),
 		"latency", time.Duration(s.cfg.Latency), "playout_delay", s.cfg.EffectivePlayoutDelay())
 	return nil
 }
 
 // SRTAddr and HTTPAddr are the bound addresses (useful with port 0).
-func (s *Server) SRTAddr() net.Addr  { return s.srtLn.Addr() }
+func (s *Server) SRTAddr() net.Addr { return s.srtLn.Addr() }
+
+// SRTExtraAddrs are the bound addresses of srt_extra_addrs, in order.
+func (s *Server) SRTExtraAddrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range s.srtMore {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// listenSRT opens one SRT port. Every port accepts the same publishers
+// and pullers; each has its own libsrt receive thread and UDP socket, so
+// spreading publishers over ports spreads that thread's work.
+func (s *Server) listenSRT(addr string) (*srt.Listener, error) {
+	return srt.Listen(addr, srt.ListenConfig{
+		Options:   srt.Options{Latency: time.Duration(s.cfg.Latency), UDPBuffer: s.cfg.SRTUDPBuffer},
+		Authorize: s.authorize,
+		Logger:    s.log.With("component", "srt", "port", addr),
+	})
+}
+
+func (s *Server) closeExtraSRT() {
+	for _, l := range s.srtMore {
+		l.Close()
+	}
+}
 func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
 
 // Close stops the listeners and waits for every goroutine.
@@ -157,6 +198,7 @@ func (s *Server) Close() error {
 	if s.srtLn != nil {
 		s.srtLn.Close()
 	}
+	s.closeExtraSRT()
 	if s.rtmpSrv != nil {
 		s.rtmpSrv.Close()
 	}
@@ -221,9 +263,9 @@ func (s *Server) refused(stream string, peer net.Addr, reason string) {
 	s.log.Warn("publish refused", "stream", stream, "peer", fmt.Sprint(peer), "reason", reason)
 }
 
-func (s *Server) acceptSRT(ctx context.Context) {
+func (s *Server) acceptSRT(ctx context.Context, ln *srt.Listener) {
 	for {
-		c, err := s.srtLn.Accept(ctx)
+		c, err := ln.Accept(ctx)
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, srt.ErrClosed) {
 				s.log.Error("srt accept failed", "err", err)
