@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"tandem/scripts/e2e"
 	"tandem/scripts/netlab"
 	"testing"
@@ -125,43 +124,11 @@ func BenchmarkSwitcherPairs(b *testing.B) {
 
 func benchPairs(b *testing.B, pairs, pack int) {
 	frames := encodedTone(b)
-	sw := e2e.Binary(b, "tandem/uplink/cmd/tandem-switcher")
-	port := e2e.FreeUDPPort(b)
-	httpPort := e2e.FreeTCPPort(b)
+	// The generator stands in for appliances, which send in-band levels:
+	// it sends none, so do not decode 2N inputs instead.
+	base, port, pid := startBenchSwitcher(b, "TANDEM_SWITCHER_LEVEL_DECODER=")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sw)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_SWITCHER_SRT_ADDR=127.0.0.1:%d", port), fmt.Sprintf("TANDEM_SWITCHER_HTTP_ADDR=127.0.0.1:%d", httpPort), "TANDEM_SWITCHER_STATE_DIR="+b.TempDir(), "TANDEM_SWITCHER_RTMP_ADDR=",
-		// The generator stands in for appliances, which send in-band
-		// levels: it sends none, so do not decode 2N inputs instead.
-		"TANDEM_SWITCHER_LEVEL_DECODER=")
-	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
-		cmd.Env = append(cmd.Env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
-	}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	swLog, err := os.Create(filepath.Join(b.TempDir(), "switcher.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = swLog
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		cmd.Wait()
-		if b.Failed() {
-			out, _ := os.ReadFile(swLog.Name())
-			if len(out) > 4000 {
-				out = out[len(out)-4000:]
-			}
-			b.Logf("switcher log tail:\n%s", out)
-		}
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	if !e2e.WaitFor(10*time.Second, func() bool { _, err := e2e.HTTPGet(base + "/healthz"); return err == nil }) {
-		b.Fatal("switcher did not start")
-	}
 
 	audio := media.AudioConfig{Codec: media.CodecAAC, ObjectType: 2, SampleRate: 48000, Channels: 2}
 	genPorts := []int{e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b), e2e.FreeUDPPort(b)}
@@ -256,12 +223,12 @@ func benchPairs(b *testing.B, pairs, pack int) {
 	if p := os.Getenv("TANDEM_BENCH_PROFILE"); p != "" {
 		go exec.Command("curl", "-s", "-o", p, "http://127.0.0.1:6060/debug/pprof/profile?seconds=8").Run()
 	}
-	cpu0, wall0 := procCPU(b, cmd.Process.Pid), time.Now()
+	cpu0, wall0 := procCPU(b, pid), time.Now()
 	time.Sleep(10 * time.Second)
-	cpu1, wall1 := procCPU(b, cmd.Process.Pid), time.Now()
-	rss := procRSS(b, cmd.Process.Pid)
+	cpu1, wall1 := procCPU(b, pid), time.Now()
+	rss := procRSS(b, pid)
 	if os.Getenv("TANDEM_BENCH_THREADS") != "" {
-		b.Log(threadCPU(cmd.Process.Pid))
+		b.Log(threadCPU(pid))
 	}
 	cores := (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
 
@@ -271,7 +238,7 @@ func benchPairs(b *testing.B, pairs, pack int) {
 	}
 	online := strings.Count(body, `"state": "online"`)
 	holes := sumField(body, `"holes_filled": `)
-	threads := procThreads(b, cmd.Process.Pid)
+	threads := procThreads(b, pid)
 
 	b.ReportMetric(cores*100, "cpu-%-of-core")
 	b.ReportMetric(cores*1000/float64(pairs), "milli-core/pair")
@@ -294,16 +261,30 @@ func encodedTone(b testing.TB) [][]byte {
 	return e2e.EncodeAAC(b, "sine=f=440:sample_rate=48000:duration=10,aformat=channel_layouts=stereo")
 }
 
+// startBenchSwitcher runs the built switcher binary, as in production, with
+// env over the test defaults; TANDEM_BENCH_PROFILE opens its profiler on
+// 127.0.0.1:6060. It returns the HTTP base, the SRT port and the pid.
+func startBenchSwitcher(b *testing.B, env ...string) (base string, srtPort, pid int) {
+	b.Helper()
+	if os.Getenv("TANDEM_BENCH_PROFILE") != "" {
+		env = append(env, "TANDEM_SWITCHER_DEBUG_ADDR=127.0.0.1:6060")
+	}
+	base, srtAddr, pid := e2e.StartSwitcherProcess(b, env...)
+	_, p, _ := strings.Cut(srtAddr, ":")
+	srtPort, err := strconv.Atoi(p)
+	if err != nil {
+		b.Fatalf("switcher SRT address %q: %v", srtAddr, err)
+	}
+	return base, srtPort, pid
+}
+
+// procCPU is a process's CPU time so far.
 func procCPU(b testing.TB, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := e2e.ReadProcStat(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the command name, which is in parentheses.
-	fs := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	ut, _ := strconv.ParseInt(fs[11], 10, 64)
-	st, _ := strconv.ParseInt(fs[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return st.CPU
 }
 
 func procStatus(b testing.TB, pid int, key string) int64 {
