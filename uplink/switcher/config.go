@@ -85,9 +85,10 @@ type Config struct {
 	// so their silence and channel imbalance are judged too; one process
 	// per such input. Empty turns decoding off.
 	LevelDecoder string `json:"level_decoder"`
-	// MaxListeners caps the HTTP listeners of all streams together; a
-	// stream's own cap is streams.<id>.max_listeners. 0 is no cap. Over a
-	// cap a player gets 403, as from Icecast.
+	// MaxListeners caps the listeners (HTTP and SRT pulls) of all streams
+	// together; a stream's own cap is streams.<id>.max_listeners. 0 is no
+	// cap. Over a cap a player gets 403, as from Icecast, and an SRT
+	// puller reject code 1402 (overload).
 	MaxListeners int `json:"max_listeners"`
 	// ListenerWriteInterval is how much audio an HTTP listener is sent at
 	// once (rounded to whole frames; 0: every frame as it is emitted).
@@ -143,8 +144,8 @@ type StreamConfig struct {
 	Passphrase string `json:"passphrase"`
 	// Policy overrides the default failover policy for this stream.
 	Policy string `json:"policy"`
-	// MaxListeners caps this stream's HTTP listeners; 0 is no cap of its
-	// own (the global max_listeners still applies).
+	// MaxListeners caps this stream's listeners (HTTP and SRT pulls); 0
+	// is no cap of its own (the global max_listeners still applies).
 	MaxListeners int `json:"max_listeners"`
 }
 

@@ -71,7 +71,7 @@ func (s *Server) handleListen(ctx context.Context, w http.ResponseWriter, r *htt
 		http.Error(w, "listener connections need HTTP/1", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	release, err := s.admitListener(st)
+	release, err := s.admitListener(st, false)
 	if err != nil {
 		st.log.Warn("listener refused", "listener", r.RemoteAddr, "reason", err.Error())
 		// Icecast's answer, which players show as "server full".
@@ -223,26 +223,40 @@ func (s *Server) listenerHeader(st *stream, id string, wantMeta bool) string {
 	return b.String()
 }
 
-// admitListener counts a new HTTP listener against the global and the
-// stream's max_listeners; release uncounts it.
-func (s *Server) admitListener(st *stream) (release func(), err error) {
-	n := st.httpListeners.Add(1)
-	total := s.httpListeners.Add(1)
+// admitListener counts a new listener (an HTTP listener, or an SRT pull
+// when pull is set) against the global and the stream's max_listeners,
+// which count both kinds; release uncounts it.
+func (s *Server) admitListener(st *stream, pull bool) (release func(), err error) {
+	mine, all := &st.httpListeners, &s.httpListeners
+	if pull {
+		mine, all = &st.pullListeners, &s.pullListeners
+	}
+	mine.Add(1)
+	all.Add(1)
 	release = func() {
-		st.httpListeners.Add(-1)
-		s.httpListeners.Add(-1)
+		mine.Add(-1)
+		all.Add(-1)
 	}
-	if max := s.cfg.Streams[st.name].MaxListeners; max > 0 && n > int64(max) {
+	if err := s.overListenerCap(st, 0); err != nil {
 		release()
 		st.listenersRefused.Add(1)
-		return nil, fmt.Errorf("max listeners reached: stream %s has its limit of %d (streams.%s.max_listeners)", st.name, max, st.name)
-	}
-	if max := s.cfg.MaxListeners; max > 0 && total > int64(max) {
-		release()
-		st.listenersRefused.Add(1)
-		return nil, fmt.Errorf("server listener limit reached: %d listeners (max_listeners)", max)
+		return nil, err
 	}
 	return release, nil
+}
+
+// overListenerCap says which cap the stream's listeners, plus extra more,
+// are over, or nil.
+func (s *Server) overListenerCap(st *stream, extra int64) error {
+	n := st.httpListeners.Load() + st.pullListeners.Load() + extra
+	total := s.httpListeners.Load() + s.pullListeners.Load() + extra
+	if max := s.cfg.Streams[st.name].MaxListeners; max > 0 && n > int64(max) {
+		return fmt.Errorf("max listeners reached: stream %s has its limit of %d (streams.%s.max_listeners)", st.name, max, st.name)
+	}
+	if max := s.cfg.MaxListeners; max > 0 && total > int64(max) {
+		return fmt.Errorf("server listener limit reached: %d listeners (max_listeners)", max)
+	}
+	return nil
 }
 
 // StreamStatus is one stream in GET /api/v1/streams.

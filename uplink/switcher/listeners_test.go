@@ -3,6 +3,7 @@ package switcher_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"tandem/scripts/e2e"
 	"tandem/uplink/icy"
+	"tandem/uplink/srt"
 	"tandem/uplink/switcher"
 	"tandem/uplink/testpub"
 )
@@ -310,7 +312,39 @@ func TestListenerCaps(t *testing.T) {
 	}) {
 		t.Fatal("the closed listener is still counted")
 	}
-	e2e.Listen(t, base+"/small.aac", nil)
+	again := e2e.Listen(t, base+"/small.aac", nil)
+
+	// SRT pulls count against the same caps: refused in the handshake as
+	// an overload while the stream is full, admitted when a place frees.
+	pull := func() (*srt.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srt.Dial(ctx, srv.SRTAddr().String(), srt.Options{StreamID: "#!::r=live/small,m=request"})
+	}
+	var rej *srt.Error
+	if c, err := pull(); err == nil {
+		c.Close()
+		t.Error("an SRT pull over the stream's cap was accepted")
+	} else if !errors.As(err, &rej) || rej.Reject != srt.RejectOverload {
+		t.Errorf("an SRT pull over the cap failed with %v, want reject code %d (overload)", err, srt.RejectOverload)
+	}
+	again.Close()
+	if !e2e.WaitFor(5*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, base, nil), "live/small").Output.HTTPListeners <= 1
+	}) {
+		t.Fatal("the closed listener is still counted")
+	}
+	c, err := pull()
+	if err != nil {
+		t.Fatalf("an SRT pull with a place free: %v", err)
+	}
+	defer c.Close()
+	if !e2e.WaitFor(5*time.Second, func() bool {
+		return e2e.FindStream(e2e.GetStreams(t, base, nil), "live/small").Output.Listeners == 2
+	}) {
+		t.Errorf("the SRT pull is not counted: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/small").Output)
+	}
+	refused("/small.aac", "max listeners reached") // the pull holds the second place
 }
 
 func TestListenerSettingsFromEnvironmentAreValidated(t *testing.T) {

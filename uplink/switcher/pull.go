@@ -31,6 +31,13 @@ func (s *Server) serveSRTPull(ctx context.Context, c *srt.Conn, id streamid.ID) 
 		return
 	}
 	log := st.log.With("puller", c.RemoteAddr().String())
+	release, err := s.admitListener(st, true)
+	if err != nil {
+		// Another listener took the last place since the handshake.
+		log.Warn("srt pull refused", "reason", err.Error())
+		return
+	}
+	defer release()
 	log.Info("srt pull connected")
 	st.listeners.Add(1)
 	defer st.listeners.Add(-1)

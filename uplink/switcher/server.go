@@ -44,8 +44,9 @@ type Server struct {
 	emitMu       sync.RWMutex
 	eventsClosed bool
 	lostEvts     atomic.Int64
-	// httpListeners counts every stream's HTTP listeners, for max_listeners.
-	httpListeners atomic.Int64
+	// httpListeners and pullListeners count every stream's HTTP
+	// listeners and SRT pulls, for max_listeners.
+	httpListeners, pullListeners atomic.Int64
 
 	// ctx is the server's lifetime: streams run on it, never on the
 	// context of the connection that happened to create them.
@@ -228,10 +229,18 @@ func (s *Server) authorize(sid string, peer net.Addr) (string, error) {
 			s.refused(id.Stream(), peer, msg)
 			return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
 		}
-		if st := s.lookup(id.Stream()); st == nil || st.output() == nil {
+		st := s.lookup(id.Stream())
+		if st == nil || st.output() == nil {
 			msg := fmt.Sprintf("stream %s is not on air", id.Stream())
 			s.refused(id.Stream(), peer, msg)
 			return "", &srt.RejectError{Code: srt.RejectNotFound, Reason: msg}
+		}
+		// Refused in the handshake, so the puller is told why (SRT's
+		// "overload"); serveSRTPull counts it once connected.
+		if err := s.overListenerCap(st, 1); err != nil {
+			st.listenersRefused.Add(1)
+			s.refused(id.Stream(), peer, err.Error())
+			return "", &srt.RejectError{Code: srt.RejectOverload, Reason: err.Error()}
 		}
 		return "", nil
 	}

@@ -112,8 +112,9 @@ type stream struct {
 	dead     bool
 	// listeners counts HTTP listeners and SRT pulls; written by their handlers.
 	listeners atomic.Int64
-	// httpListeners and listenersRefused count HTTP listeners for the caps.
-	httpListeners, listenersRefused atomic.Int64
+	// httpListeners and pullListeners count HTTP listeners and SRT pulls
+	// for the caps; listenersRefused counts who a cap turned away.
+	httpListeners, pullListeners, listenersRefused atomic.Int64
 	// meta is the title and source information ICY listeners get.
 	meta streamMeta
 
