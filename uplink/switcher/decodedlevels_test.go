@@ -90,6 +90,18 @@ func TestDecodedSilenceOnThirdPartyPrimary(t *testing.T) {
 	}) {
 		t.Fatalf("not spliced on the primary with decoded levels: %+v", e2e.FindStream(e2e.GetStreams(t, base, nil), "live/dq"))
 	}
+	if m, err := e2e.HTTPGet(base + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, want := range []string{
+			`tandem_input_level_decoder_restarts_total{input="primary",stream="live/dq"} 0`,
+			`tandem_input_audio_rms_dbfs{channel="1",input="primary",stream="live/dq"}`,
+		} {
+			if !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
 	started := time.Now()
 	l := e2e.Listen(t, base+"/live/dq.aac", nil)
 

@@ -2,6 +2,7 @@ package switcher
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,7 @@ type metrics struct {
 	httpListeners, maxListeners, refused               *prometheus.Desc
 	allHTTPListeners, allMaxListeners                  *prometheus.Desc
 	videoEmitted, videoSwitches, videoDropped          *prometheus.Desc
+	decoderRestarts, decoderDropped, inputRMS          *prometheus.Desc
 }
 
 func newMetrics(srv *Server) *metrics {
@@ -56,6 +58,9 @@ func newMetrics(srv *Server) *metrics {
 		videoEmitted:     d("stream_video_frames_emitted_total", "Video frames emitted.", s),
 		videoSwitches:    d("stream_video_switches_total", "Changes of the video source, each at a keyframe.", s),
 		videoDropped:     d("stream_video_frames_dropped_total", "Video frames no output could use.", s),
+		decoderRestarts:  d("input_level_decoder_restarts_total", "Restarts of the process decoding a third-party input's audio levels.", si),
+		decoderDropped:   d("input_level_decoder_dropped_frames_total", "Frames the level decoder had no room for (it fell behind).", si),
+		inputRMS:         d("input_audio_rms_dbfs", "The input's newest audio level per channel (telemetry or decoded).", append(si, "channel")),
 	}
 }
 
@@ -100,6 +105,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			c(m.received, float64(in.Frames.Received), st.ID, in.Role)
 			c(m.used, float64(in.Frames.Used), st.ID, in.Role)
 			c(m.late, float64(in.Frames.Late), st.ID, in.Role)
+			if l := in.Levels; l != nil {
+				for ch, v := range l.RMSDBFS {
+					g(m.inputRMS, v, st.ID, in.Role, strconv.Itoa(ch))
+				}
+				if dec := l.Decoder; dec != nil {
+					c(m.decoderRestarts, float64(dec.Restarts), st.ID, in.Role)
+					c(m.decoderDropped, float64(dec.Dropped), st.ID, in.Role)
+				}
+			}
 			if s, ok := in.SRT.(SRTStats); ok {
 				g(m.rtt, s.RTTms/1000, st.ID, in.Role)
 				c(m.srtLoss, float64(s.RecvLoss), st.ID, in.Role)
