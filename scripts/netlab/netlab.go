@@ -137,6 +137,11 @@ func describe(prefix string, opt Options) *Lab {
 func New(t testing.TB, opt Options) *Lab {
 	t.Helper()
 	Require(t)
+	if err := acquireLabLock(t.Logf); err != nil {
+		t.Fatalf("netlab: %v", err)
+	}
+	// Registered first, so it runs last: after the lab is torn down.
+	t.Cleanup(releaseLabLock)
 	cleanStale(t.Logf)
 
 	id, err := newID()
