@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"tandem/scripts/netlab"
+	"tandem/uplink/switcher"
 )
 
 // Rig is the two-ISP lab with a switcher running in its cloud namespace on
@@ -102,7 +103,7 @@ func (r *Rig) CheckOutput(t *testing.T, l *Listener, stream string, tone float64
 	elapsed := arrived[len(arrived)-1].Sub(arrived[0])
 	// The listener gets a burst of buffered frames on connect, then one
 	// frame per 1024/48000 s.
-	expect := int(elapsed.Seconds()*46.875) + 24
+	expect := int(elapsed.Seconds()*46.875) + switcher.DefaultConfig().ListenerBurst
 	t.Logf("listener: %d frames over %v (expected about %d)", len(frames), elapsed.Round(time.Millisecond), expect)
 	if d := len(frames) - expect; d < -12 || d > 12 {
 		t.Errorf("listener got %d frames in %v, expected %d±12: frames were lost or duplicated", len(frames), elapsed, expect)

@@ -23,6 +23,7 @@ import (
 	"tandem/uplink/mpegts"
 	"tandem/uplink/srt"
 	"tandem/uplink/streamid"
+	"tandem/uplink/switcher"
 	"tandem/uplink/testpub"
 )
 
@@ -45,7 +46,7 @@ func BenchmarkLabLatency(b *testing.B) {
 	sent := readSendLog(b, sendLog)
 	var lat []time.Duration
 	for i, f := range frames {
-		if i < 24 { // the connect burst was buffered, not live
+		if i < switcher.DefaultConfig().ListenerBurst { // the connect burst was buffered, not live
 			continue
 		}
 		if at, ok := sent[testpub.FrameHash(f[adts.HeaderLength:])]; ok {
