@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"tandem/capture"
+	"tandem/capture/capturetest"
 	"tandem/hal/audio"
 	"tandem/scripts/testenv"
 )
@@ -147,32 +148,6 @@ func TestToneCloseAndCancel(t *testing.T) {
 	}
 }
 
-// collect reads a subscription into a slice until it is closed.
-type collector struct {
-	mu     sync.Mutex
-	blocks []capture.Block
-	done   chan struct{}
-}
-
-func collect(ch <-chan capture.Block) *collector {
-	c := &collector{done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for b := range ch {
-			c.mu.Lock()
-			c.blocks = append(c.blocks, b)
-			c.mu.Unlock()
-		}
-	}()
-	return c
-}
-
-func (c *collector) get() []capture.Block {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]capture.Block(nil), c.blocks...)
-}
-
 func runCapture(t *testing.T, c *capture.Capture) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -207,10 +182,10 @@ func contiguous(t *testing.T, name string, blocks []capture.Block) {
 
 func TestFanOut(t *testing.T) {
 	c := capture.New(capture.NewTone(f48, 440, -12), capture.Config{Log: testLog(t)})
-	var subs []*collector
+	var subs []*capturetest.Recorder
 	for i := 0; i < 3; i++ {
 		ch, _ := c.Subscribe(16)
-		subs = append(subs, collect(ch))
+		subs = append(subs, capturetest.Record(ch))
 	}
 	stop := runCapture(t, c)
 	time.Sleep(300 * time.Millisecond)
@@ -218,15 +193,15 @@ func TestFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range subs {
-		<-s.done // closed when Run returned
+		<-s.Done() // closed when Run returned
 	}
-	ref := subs[0].get()
+	ref := subs[0].Blocks()
 	if len(ref) < 10 {
 		t.Fatalf("only %d blocks in 300 ms", len(ref))
 	}
 	sess := c.Session()
 	for i, s := range subs {
-		got := s.get()
+		got := s.Blocks()
 		if len(got) != len(ref) {
 			t.Fatalf("subscriber %d got %d blocks, subscriber 0 got %d", i, len(got), len(ref))
 		}
@@ -277,7 +252,7 @@ func burst(f capture.Format, n int) *audio.Fake {
 func TestLaggingSubscriberLosesOldest(t *testing.T) {
 	c := capture.New(burst(f48, 20), capture.Config{Log: testLog(t)})
 	slow, _ := c.Subscribe(4)
-	fast := collect(func() <-chan capture.Block { ch, _ := c.Subscribe(64); return ch }())
+	fast := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(64); return ch }())
 	stop := runCapture(t, c)
 	deadline := time.Now().Add(5 * time.Second)
 	for c.Stats().Blocks < 20 && time.Now().Before(deadline) {
@@ -295,8 +270,8 @@ func TestLaggingSubscriberLosesOldest(t *testing.T) {
 		}
 	}
 	stop()
-	<-fast.done
-	if got := fast.get(); len(got) != 20 {
+	<-fast.Done()
+	if got := fast.Blocks(); len(got) != 20 {
 		t.Fatalf("fast subscriber got %d blocks, want all 20", len(got))
 	}
 	if _, ok := <-slow; ok {
@@ -358,7 +333,7 @@ func TestDeviceGoneKeepsTimeline(t *testing.T) {
 		}}
 	c := capture.New(flaky(f48, 440, 300*time.Millisecond), cfg)
 	sess := c.Session()
-	sub := collect(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
+	sub := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
 	stop := runCapture(t, c)
 	// During the gap: reopening, silence, the error reported.
 	var sawGap bool
@@ -376,8 +351,8 @@ func TestDeviceGoneKeepsTimeline(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	st := c.Stats()
 	stop()
-	<-sub.done
-	blocks := sub.get()
+	<-sub.Done()
+	blocks := sub.Blocks()
 	contiguous(t, "subscriber", blocks)
 	var filled, tone int
 	for _, b := range blocks {
@@ -452,12 +427,12 @@ func TestSilenceIsPacedWhileDeviceGone(t *testing.T) {
 func TestNoReopenFails(t *testing.T) {
 	c := capture.New(flaky(f48, 440, 50*time.Millisecond), capture.Config{Log: testLog(t)})
 	ch, _ := c.Subscribe(64)
-	sub := collect(ch)
+	sub := capturetest.Record(ch)
 	err := c.Run(context.Background())
 	if !errors.Is(err, capture.ErrDeviceGone) {
 		t.Fatalf("Run = %v, want an error wrapping ErrDeviceGone", err)
 	}
-	<-sub.done
+	<-sub.Done()
 	if st := c.Stats(); st.State != capture.StateFailed || !strings.Contains(st.LastError, "unplugged") {
 		t.Errorf("stats %+v", st)
 	}
@@ -483,17 +458,17 @@ func TestFormatChangeStartsNewSession(t *testing.T) {
 	c := capture.New(flaky(f48, 440, 200*time.Millisecond), capture.Config{Log: testLog(t),
 		Reopen: func(ctx context.Context) (capture.Source, error) { return flaky(f441, 440, 0), nil }})
 	first := c.Session()
-	sub := collect(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
+	sub := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
 	stop := runCapture(t, c)
 	time.Sleep(500 * time.Millisecond)
 	stop()
-	<-sub.done
+	<-sub.Done()
 	second := c.Session()
 	if second.ID == first.ID || second.Format != f441 {
 		t.Fatalf("after a format change: session %+v, was %+v", second, first)
 	}
 	var switched bool
-	blocks := sub.get()
+	blocks := sub.Blocks()
 	for i, b := range blocks {
 		if b.Session == second.ID {
 			if !switched {
@@ -522,13 +497,13 @@ func TestStartWithoutDevice(t *testing.T) {
 			}
 			return flaky(f48, 440, 0), nil
 		}})
-	sub := collect(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
+	sub := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(256); return ch }())
 	stop := runCapture(t, c)
 	time.Sleep(700 * time.Millisecond)
 	st := c.Stats()
 	stop()
-	<-sub.done
-	blocks := sub.get()
+	<-sub.Done()
+	blocks := sub.Blocks()
 	contiguous(t, "subscriber", blocks)
 	if len(blocks) == 0 || !blocks[0].Filled || blocks[0].Index != 0 || blocks[len(blocks)-1].Filled {
 		t.Fatalf("%d blocks; want silence first, then the device", len(blocks))

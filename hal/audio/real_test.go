@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tandem/capture"
+	"tandem/capture/capturetest"
 	"tandem/hal/audio"
 	"tandem/hal/audio/pulsetest"
 	"tandem/scripts/testenv"
@@ -48,32 +49,6 @@ func alsaDefault(log *slog.Logger) func(ctx context.Context) (capture.Source, er
 	}
 }
 
-// blockLog collects a subscription.
-type blockLog struct {
-	mu     sync.Mutex
-	blocks []capture.Block
-	done   chan struct{}
-}
-
-func record(ch <-chan capture.Block) *blockLog {
-	l := &blockLog{done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for b := range ch {
-			l.mu.Lock()
-			l.blocks = append(l.blocks, b)
-			l.mu.Unlock()
-		}
-	}()
-	return l
-}
-
-func (l *blockLog) get() []capture.Block {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]capture.Block(nil), l.blocks...)
-}
-
 // mono returns channel 0 of the blocks as floats.
 func mono(blocks []capture.Block) []float64 {
 	var pcm []float64
@@ -107,7 +82,7 @@ func TestRealCapture(t *testing.T) {
 	}
 	opened := time.Since(t0)
 	c := capture.New(src, capture.Config{Log: log})
-	rec := record(func() <-chan capture.Block { ch, _ := c.Subscribe(512); return ch }())
+	rec := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(512); return ch }())
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
@@ -117,8 +92,8 @@ func TestRealCapture(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	<-rec.done
-	blocks := rec.get()
+	<-rec.Done()
+	blocks := rec.Blocks()
 	contiguous(t, blocks)
 	frames := blocks[len(blocks)-1].End() - blocks[0].Index
 	elapsed := blocks[len(blocks)-1].Captured.Sub(blocks[0].Captured) + f48.Duration(int64(blocks[0].Frames()))
@@ -173,7 +148,7 @@ func TestRealDeviceGoneAndBack(t *testing.T) {
 	}
 	c := capture.New(src, capture.Config{Log: log, Reopen: open, ReopenBackoff: 100 * time.Millisecond, MaxReopenBackoff: 400 * time.Millisecond})
 	sess := c.Session()
-	rec := record(func() <-chan capture.Block { ch, _ := c.Subscribe(1024); return ch }())
+	rec := capturetest.Record(func() <-chan capture.Block { ch, _ := c.Subscribe(1024); return ch }())
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
@@ -218,8 +193,8 @@ func TestRealDeviceGoneAndBack(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	<-rec.done
-	blocks := rec.get()
+	<-rec.Done()
+	blocks := rec.Blocks()
 	contiguous(t, blocks)
 	var filled int
 	for _, b := range blocks {

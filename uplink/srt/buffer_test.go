@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"tandem/scripts/testenv"
 	"testing"
 )
 
@@ -14,10 +15,7 @@ import (
 // port as `ss` reports it (skmem rb: twice what was asked, after capping).
 func udpReceiveBuffer(t *testing.T, port int) int {
 	t.Helper()
-	ss, err := exec.LookPath("ss")
-	if err != nil {
-		t.Skipf("needs ss (iproute2) to read socket buffers: %v", err)
-	}
+	ss := testenv.Need(t, "ss") // iproute2
 	out, err := exec.Command(ss, "-uanm", fmt.Sprintf("sport = :%d", port)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ss: %v: %s", err, out)
@@ -33,7 +31,7 @@ func udpReceiveBuffer(t *testing.T, port int) int {
 func TestListenerAsksForItsUDPBuffer(t *testing.T) {
 	limit, err := KernelBufferCap()
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	for _, asked := range []int{0, 3 << 20} {
 		l, err := Listen("127.0.0.1:0", ListenConfig{Options: Options{UDPBuffer: asked}})
