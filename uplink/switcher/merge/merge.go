@@ -68,7 +68,12 @@ func (m Mode) String() string {
 // Config tunes the merge. Zero values take the defaults documented on each field.
 type Config struct {
 	// Hold is how long after a frame's earliest expected arrival the merge
-	// waits for it before taking the other input's frame or filling a hole.
+	// waits for it before taking the other input's frame or filling a hole:
+	// how much later than the other input an input may deliver and still
+	// be heard. The merge adds the inputs' own measured jitter (a sender
+	// that delivers frames in bursts, one capture block or one packed
+	// message at a time, delivers all but the last of each burst later
+	// than its earliest arrivals), so that bursts do not eat into it.
 	// Default 100 ms.
 	Hold time.Duration
 	// Grace is how long the stream stays online with no frame from any
@@ -333,7 +338,7 @@ type Merge struct {
 	winStart  time.Time
 	lastFrame time.Time     // last time any input delivered a frame
 	lastTick  time.Time     // the latest Tick: deadlines up to it are done
-	hold      time.Duration // cfg.Hold widened to cover the inputs' own jitter
+	hold      time.Duration // cfg.Hold plus the inputs' own jitter
 	inHole    bool
 
 	counters Counters
@@ -693,12 +698,10 @@ const maxHold = 2 * time.Second
 // inputs' jitter.
 const startupAllowance = 250 * time.Millisecond
 
-// jitterMargin is added to an input's measured burst spread.
-const jitterMargin = 20 * time.Millisecond
 
 // trackJitter updates input r's own envelope with a frame for output index
-// n arriving at now, and widens the hold if the input is burstier than the
-// hold covers.
+// n arriving at now, and widens the hold at once to Hold plus the lateness
+// when a frame comes later than the hold has room for.
 func (m *Merge) trackJitter(now time.Time, r Role, n int64) {
 	in := &m.in[r]
 	implied := now.Add(-m.sinceZero(n))
@@ -713,7 +716,7 @@ func (m *Merge) trackJitter(now time.Time, r Role, n int64) {
 	}
 	if late > in.jitter[0] {
 		in.jitter[0] = late
-		if h := min(late+jitterMargin, maxHold); h > m.hold {
+		if h := min(m.cfg.Hold+late, maxHold); h > m.hold {
 			m.setHold(now, h, fmt.Sprintf("%s delivered a frame %v after its earliest arrivals", r, late.Round(time.Millisecond)))
 		}
 	}
@@ -734,7 +737,7 @@ func (m *Merge) rollJitter(now time.Time) {
 		}
 		in.minLate = time.Duration(1 << 62)
 		if j := max(in.jitter[0], in.jitter[1]); j > 0 {
-			h = max(h, min(j+jitterMargin, maxHold))
+			h = max(h, min(m.cfg.Hold+j, maxHold))
 		}
 		in.jitter[1], in.jitter[0] = in.jitter[0], 0
 	}
