@@ -65,7 +65,19 @@ type Source struct {
 	Tone Tone `json:"tone"`
 	// Device configures the capture device (used when type is "device").
 	Device Device `json:"device"`
+	// BlockFrames is how many sample frames the capture clock hands the
+	// encoders at a time: a multiple of 1024 (one AAC frame), 1024..4096.
+	// Every block costs each process on the path a wake-up, so 2048 (the
+	// default) halves what 1024 costs; each frame then waits for its block,
+	// up to one AAC frame longer (21 ms at 48 kHz).
+	BlockFrames int `json:"block_frames"`
 }
+
+// Bounds of source.block_frames.
+const (
+	MinBlockFrames = 1024
+	MaxBlockFrames = 4096
+)
 
 // Source types.
 const (
@@ -152,9 +164,10 @@ func Default() Config {
 		DeviceID: "tandem",
 		App:      "live",
 		Source: Source{
-			Type:   SourceTone,
-			Tone:   Tone{Frequency: 440, LevelDBFS: -12},
-			Device: Device{Backend: "alsa", Name: "default", SampleRate: 48000, Channels: 2},
+			Type:        SourceTone,
+			Tone:        Tone{Frequency: 440, LevelDBFS: -12},
+			Device:      Device{Backend: "alsa", Name: "default", SampleRate: 48000, Channels: 2},
+			BlockFrames: 2048,
 		},
 		Feeds: Feeds{
 			Primary:  Feed{Codec: "aac", Bitrate: 128000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "a"},

@@ -30,6 +30,7 @@ func TestDefaultsAreValidAndRunTheDemo(t *testing.T) {
 		{"app", c.App, "live"},
 		{"source", c.Source.Type, SourceTone},
 		{"tone", c.Source.Tone, Tone{Frequency: 440, LevelDBFS: -12}},
+		{"block_frames", c.Source.BlockFrames, 2048},
 		{"primary", c.Feeds.Primary, Feed{Codec: "aac", Bitrate: 128000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "a"}},
 		{"fallback", c.Feeds.Fallback, Feed{Codec: "aac", Bitrate: 64000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "b"}},
 		{"links", c.Links, map[string]Link{"a": {Address: "127.0.0.1"}, "b": {Address: "127.0.0.2"}}},
@@ -170,6 +171,7 @@ func TestEnvironmentMapping(t *testing.T) {
 		"TANDEM_SOURCE_DEVICE_NAME=s.monitor",
 		"TANDEM_SOURCE_DEVICE_SAMPLE_RATE=44100",
 		"TANDEM_SOURCE_DEVICE_CHANNELS=1",
+		"TANDEM_SOURCE_BLOCK_FRAMES=1024",
 		"TANDEM_FEEDS_PRIMARY_CODEC=aac",
 		"TANDEM_FEEDS_PRIMARY_BITRATE=96000",
 		"TANDEM_FEEDS_PRIMARY_SAMPLE_RATE=44100",
@@ -199,7 +201,7 @@ func TestEnvironmentMapping(t *testing.T) {
 	want.API = API{Socket: "/tmp/t.sock"}
 	want.FFmpeg = "/usr/local/bin/ffmpeg"
 	want.AllowSharedLink = true
-	want.Source = Source{Type: "device", Tone: Tone{1000, -20.5}, Device: Device{"pulse", "s.monitor", 44100, 1}}
+	want.Source = Source{Type: "device", Tone: Tone{1000, -20.5}, Device: Device{"pulse", "s.monitor", 44100, 1}, BlockFrames: 1024}
 	want.Feeds.Primary = Feed{"aac", 96000, 44100, 1, "srt://10.201.0.1:9000", "fibre"}
 	want.Feeds.Fallback = Feed{"aac", 32000, 44100, 1, "icecast://source:pw@10.201.0.1:8000/x.aac", "fibre"}
 	want.Links = map[string]Link{
@@ -347,6 +349,9 @@ func TestEveryValidateErrorNamesItsKey(t *testing.T) {
 		{"api.debug", func(c *Config) { c.API.Debug = "localhost" }},
 		{"ffmpeg", func(c *Config) { c.FFmpeg = " " }},
 		{"source.type", func(c *Config) { c.Source.Type = "mic" }},
+		{"source.block_frames", func(c *Config) { c.Source.BlockFrames = 0 }},
+		{"source.block_frames", func(c *Config) { c.Source.BlockFrames = 1536 }},
+		{"source.block_frames", func(c *Config) { c.Source.BlockFrames = 5120 }},
 		{"source.tone.frequency", func(c *Config) { c.Source.Tone.Frequency = 30000 }},
 		{"source.tone.level_dbfs", func(c *Config) { c.Source.Tone.LevelDBFS = 3 }},
 		{"source.device.backend", func(c *Config) { c.Source.Type = "device"; c.Source.Device.Backend = "jack" }},

@@ -104,6 +104,9 @@ func (c Config) validateIdentity(v *validator) {
 }
 
 func (c Config) validateSource(v *validator) {
+	if b := c.Source.BlockFrames; b < MinBlockFrames || b > MaxBlockFrames || b%1024 != 0 {
+		v.bad("source.block_frames", "%d is not a multiple of 1024 in %d..%d (one AAC frame is 1024 samples)", b, MinBlockFrames, MaxBlockFrames)
+	}
 	switch c.Source.Type {
 	case SourceTone:
 		t := c.Source.Tone

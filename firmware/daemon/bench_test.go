@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -110,10 +111,12 @@ func median(xs []float64) float64 {
 // medians over the windows, and the ratio is the median of the windows'
 // ratios.
 //
-// TANDEM_BENCH_PACK_DELAYS=0,25ms,50ms runs one daemon per max_pack_delay
-// value, all at once against the same single ffmpeg, and reports each
-// (metrics suffixed with the value); unset, one daemon runs with the
-// default. TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW
+// TANDEM_BENCH_VARIANTS runs one daemon per variant, all at once against
+// the same single ffmpeg, and reports each (metrics suffixed with the
+// variant's number): variants are separated by "|", each a list of config
+// keys added to the daemon's file, e.g.
+// '"source":{"block_frames":1024}|"source":{"block_frames":2048}'. Unset,
+// one daemon runs with the defaults. TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW
 // (default 10s) change the sampling. TANDEM_BENCH_PROFILE=<file> also
 // writes a CPU profile of the (first) daemon (taken after the windows, so
 // the profiler's own cost does not count).
@@ -134,7 +137,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 		}
 		window = d
 	}
-	delays := packDelays(b)
+	variants := benchVariants(b)
 	profile := os.Getenv("TANDEM_BENCH_PROFILE")
 	_, srtAddr := e2e.StartSwitcher(b)
 
@@ -144,10 +147,10 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	debugAddr := ""
 	var pids []int
 	var sockets []string
-	for i, delay := range delays {
+	for i, variant := range variants {
 		extra := ""
-		if delay != "" {
-			extra = fmt.Sprintf(`,"max_pack_delay":%q`, delay)
+		if variant != "" {
+			extra = "," + variant
 		}
 		dir := b.TempDir()
 		debugKey := ""
@@ -202,9 +205,9 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 			if w, ok := windowOf(prev, cur, i); ok {
 				ws[i] = append(ws[i], w)
 				b.Logf("%swindow %d: appliance %.2f%% (daemon %.2f%%, encoders %.2f%%), single ffmpeg %.2f%%: ratio %.2f",
-					packLabel(delays[i]), len(ws[i]), w.appliance, w.daemon, w.encoders, w.ffmpeg, w.ratio)
+					variantLabel(variants, i), len(ws[i]), w.appliance, w.daemon, w.encoders, w.ffmpeg, w.ratio)
 			} else {
-				b.Logf("%swindow skipped: the daemon's encoders changed (%v -> %v)", packLabel(delays[i]), prev.daemons[i].encoderPIDs, cur.daemons[i].encoderPIDs)
+				b.Logf("%swindow skipped: the daemon's encoders changed (%v -> %v)", variantLabel(variants, i), prev.daemons[i].encoderPIDs, cur.daemons[i].encoderPIDs)
 			}
 			rss[i] = append(rss[i], float64(cur.daemons[i].rss)/(1<<20))
 		}
@@ -212,7 +215,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	}
 	for i := range pids {
 		if len(ws[i]) == 0 {
-			b.Fatalf("%sno usable window: the daemon's encoders kept restarting", packLabel(delays[i]))
+			b.Fatalf("%sno usable window: the daemon's encoders kept restarting", variantLabel(variants, i))
 		}
 	}
 	perMessage := make([]float64, len(pids))
@@ -231,7 +234,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	}
 	cancel()
 
-	for i, delay := range delays {
+	for i := range variants {
 		pick := func(f func(cpuWindow) float64) float64 {
 			var xs []float64
 			for _, w := range ws[i] {
@@ -245,8 +248,8 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 		kids := pick(func(w cpuWindow) float64 { return w.encoders })
 		single := pick(func(w cpuWindow) float64 { return w.ffmpeg })
 		suffix := ""
-		if delay != "" {
-			suffix = "-pack" + delay
+		if len(variants) > 1 {
+			suffix = fmt.Sprintf("-v%d", i+1)
 		}
 		b.ReportMetric(ratio, "cpu-ratio"+suffix)
 		b.ReportMetric(app, "appliance-%core"+suffix)
@@ -256,35 +259,35 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 		b.ReportMetric(median(rss[i]), "daemon-RSS-MB"+suffix)
 		b.ReportMetric(perMessage[i], "frames/msg"+suffix)
 		b.Logf("%smedians over %d windows of %v: appliance %.2f%% of a core (daemon %.2f%%, its 2 ffmpeg %.2f%%), single ffmpeg %.2f%%: ratio %.2f (target <= 1.2); daemon RSS %.1f MB (target <= 60 MB), single ffmpeg RSS %.1f MB; %.2f frames per SRT message",
-			packLabel(delay), len(ws[i]), window, app, own, kids, single, ratio, median(rss[i]), float64(prev.ffmpegRSS)/(1<<20), perMessage[i])
+			variantLabel(variants, i), len(ws[i]), window, app, own, kids, single, ratio, median(rss[i]), float64(prev.ffmpegRSS)/(1<<20), perMessage[i])
 	}
 }
 
-// packDelays reads TANDEM_BENCH_PACK_DELAYS (max_pack_delay values, comma
-// separated); unset, it is one daemon with the default ("").
-func packDelays(b *testing.B) []string {
-	v := os.Getenv("TANDEM_BENCH_PACK_DELAYS")
+// benchVariants reads TANDEM_BENCH_VARIANTS; unset, it is one daemon with
+// the defaults ("").
+func benchVariants(b *testing.B) []string {
+	v := os.Getenv("TANDEM_BENCH_VARIANTS")
 	if v == "" {
 		return []string{""}
 	}
 	var out []string
-	for _, d := range strings.Split(v, ",") {
-		d = strings.TrimSpace(d)
-		if _, err := time.ParseDuration(d); err != nil {
-			b.Fatalf("TANDEM_BENCH_PACK_DELAYS=%q: %q is not a duration like 25ms", v, d)
+	for _, frag := range strings.Split(v, "|") {
+		frag = strings.TrimSpace(frag)
+		var keys map[string]any
+		if err := json.Unmarshal([]byte("{"+frag+"}"), &keys); err != nil || len(keys) == 0 {
+			b.Fatalf("TANDEM_BENCH_VARIANTS: %q is not a list of config keys like \"source\":{\"block_frames\":2048} (%v)", frag, err)
 		}
-		out = append(out, d)
+		out = append(out, frag)
 	}
 	return out
 }
 
-// packLabel prefixes a log line with the daemon's max_pack_delay, when
-// several run.
-func packLabel(delay string) string {
-	if delay == "" {
+// variantLabel prefixes a log line with variant i, when several run.
+func variantLabel(variants []string, i int) string {
+	if len(variants) < 2 {
 		return ""
 	}
-	return "max_pack_delay " + delay + ": "
+	return fmt.Sprintf("v%d {%s}: ", i+1, variants[i])
 }
 
 // fetchProfile saves a CPU profile from the daemon's profiler.

@@ -26,9 +26,9 @@ import (
 // the real daemon (tone source, both feeds over loopback "links") to the
 // real switcher, heard by an HTTP listener (/live/<id>.aac, what a player
 // uses) and by an SRT pull (m=request, which adds its own 120 ms SRT
-// latency). Run with -benchtime=1x. TANDEM_BENCH_PACK_DELAYS=0,25ms,50ms
-// measures one sub-benchmark per max_pack_delay value, one after the
-// other (add -count to interleave rounds).
+// latency). Run with -benchtime=1x. TANDEM_BENCH_VARIANTS (as for
+// BenchmarkApplianceVsFFmpeg) measures one sub-benchmark per variant, one
+// after the other (add -count to interleave rounds).
 //
 // Dating a frame: the daemon's status gives session_started, the wall time
 // of capture sample 0; the switcher's status gives the inputs' frame_offset
@@ -40,18 +40,21 @@ import (
 // latency of a frame is its arrival (fully read) at the listener minus the
 // capture time of its last sample.
 func BenchmarkCaptureToListenerLatency(b *testing.B) {
-	delays := packDelays(b)
-	if len(delays) == 1 && delays[0] == "" {
-		benchLatency(b, "")
+	variants := benchVariants(b)
+	if len(variants) == 1 {
+		benchLatency(b, variants[0])
 		return
 	}
-	for _, d := range delays {
-		b.Run("max_pack_delay="+d, func(b *testing.B) { benchLatency(b, d) })
+	for i, v := range variants {
+		b.Run(fmt.Sprintf("v%d", i+1), func(b *testing.B) {
+			b.Logf("variant: {%s}", v)
+			benchLatency(b, v)
+		})
 	}
 }
 
-// benchLatency measures with max_pack_delay set to delay ("" = default).
-func benchLatency(b *testing.B, delay string) {
+// benchLatency measures with the variant's config keys ("" = defaults).
+func benchLatency(b *testing.B, variant string) {
 	e2e.Need(b, "ffmpeg")
 	const (
 		settle  = 8 * time.Second  // the merge's first jitter window narrows the startup hold
@@ -64,8 +67,8 @@ func benchLatency(b *testing.B, delay string) {
 	socket := filepath.Join(dir, "api.sock")
 	cfgFile := filepath.Join(dir, "tandem.json")
 	extra := ""
-	if delay != "" {
-		extra = fmt.Sprintf(`,"max_pack_delay":%q`, delay)
+	if variant != "" {
+		extra = "," + variant
 	}
 	cfg := fmt.Sprintf(`{"device_id":"lat","state_dir":%q,"api":{"socket":%q,"http":""},
 		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`, dir, socket, srtAddr, srtAddr, extra)

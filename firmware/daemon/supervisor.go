@@ -76,7 +76,7 @@ func newSupervisor(ctx context.Context, cfg config.Config, st *state.Store, log 
 		s.record(state.KindCaptureReopen, "source", fmt.Sprintf("capture device unavailable at start, retrying: %v", err))
 		src = nil
 	}
-	s.cap = capture.New(src, capture.Config{Reopen: reopen, Format: format, Log: log.With("component", "capture")})
+	s.cap = capture.New(src, capture.Config{BlockFrames: cfg.Source.BlockFrames, Reopen: reopen, Format: format, Log: log.With("component", "capture")})
 	session := s.cap.Session().ID
 
 	if cfg.PolicyRoutingEnabled() {
