@@ -67,9 +67,12 @@ type Source struct {
 	Device Device `json:"device"`
 	// BlockFrames is how many sample frames the capture clock hands the
 	// encoders at a time: a multiple of 1024 (one AAC frame), 1024..4096.
-	// Every block costs each process on the path a wake-up, so 2048 (the
-	// default) halves what 1024 costs; each frame then waits for its block,
-	// up to one AAC frame longer (21 ms at 48 kHz).
+	// Every block costs the daemon, each encoder and libsrt a wake-up,
+	// and on small machines the wake-ups, not the work, are most of the
+	// appliance's CPU: 4096 (the default, 85 ms at 48 kHz) costs about
+	// 0.6 of what 1024 costs. A frame waits for the rest of its block, and
+	// the switcher's hold grows by the burst's spread, so 4096 adds about
+	// 45 ms of latency over 1024 (docs/architecture.md, "Capture blocks").
 	BlockFrames int `json:"block_frames"`
 }
 
@@ -167,7 +170,7 @@ func Default() Config {
 			Type:        SourceTone,
 			Tone:        Tone{Frequency: 440, LevelDBFS: -12},
 			Device:      Device{Backend: "alsa", Name: "default", SampleRate: 48000, Channels: 2},
-			BlockFrames: 2048,
+			BlockFrames: 4096,
 		},
 		Feeds: Feeds{
 			Primary:  Feed{Codec: "aac", Bitrate: 128000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "a"},

@@ -30,7 +30,7 @@ func TestDefaultsAreValidAndRunTheDemo(t *testing.T) {
 		{"app", c.App, "live"},
 		{"source", c.Source.Type, SourceTone},
 		{"tone", c.Source.Tone, Tone{Frequency: 440, LevelDBFS: -12}},
-		{"block_frames", c.Source.BlockFrames, 2048},
+		{"block_frames", c.Source.BlockFrames, 4096},
 		{"primary", c.Feeds.Primary, Feed{Codec: "aac", Bitrate: 128000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "a"}},
 		{"fallback", c.Feeds.Fallback, Feed{Codec: "aac", Bitrate: 64000, SampleRate: 48000, Channels: 2, Dest: "srt://127.0.0.1:9000", Link: "b"}},
 		{"links", c.Links, map[string]Link{"a": {Address: "127.0.0.1"}, "b": {Address: "127.0.0.2"}}},

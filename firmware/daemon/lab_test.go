@@ -74,6 +74,17 @@ func (a *appliance) status() (api.Status, error) {
 }
 
 func (a *appliance) encoderPID(t *testing.T, role string) int {
+	if pid := a.runningEncoder(t, role); pid > 0 {
+		return pid
+	}
+	st, _ := a.status()
+	t.Fatalf("no running %s encoder in %+v", role, st.Feeds)
+	return 0
+}
+
+// runningEncoder is the pid of role's ffmpeg, 0 while none runs (between
+// a death and the restart, which waits for the next capture block).
+func (a *appliance) runningEncoder(t *testing.T, role string) int {
 	st, err := a.status()
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +94,6 @@ func (a *appliance) encoderPID(t *testing.T, role string) int {
 			return f.Encoder.PID
 		}
 	}
-	t.Fatalf("no running %s encoder in %+v", role, st.Feeds)
 	return 0
 }
 
@@ -111,7 +121,7 @@ func TestLabDaemonSurvivesCutsAndEncoderKills(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %s encoder %d: %v", role, pid, err)
 		}
-		if !e2e.WaitFor(2*time.Second, func() bool { return a.encoderPID(t, role) != pid }) {
+		if !e2e.WaitFor(2*time.Second, func() bool { p := a.runningEncoder(t, role); return p > 0 && p != pid }) {
 			t.Fatalf("the %s encoder was not restarted within 2 s", role)
 		}
 		time.Sleep(3 * time.Second)
