@@ -18,6 +18,8 @@ package merge
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"tandem/uplink/media"
@@ -290,10 +292,17 @@ type input struct {
 	// jitter the most any of its frames arrived after it, this window and
 	// the last: a bursty publisher (several frames per PES) needs that much
 	// more hold.
-	zero     time.Time
-	hasZero  bool
-	jitter   [2]time.Duration
-	minLate  time.Duration // smallest lateness this window: drift, not jitter
+	zero    time.Time
+	hasZero bool
+	jitter  [2]time.Duration
+	minLate time.Duration // smallest lateness this window: drift, not jitter
+	// lates are this window's latenesses of at most Hold, and spread the
+	// 90th percentile of them, this window and the last: how late the
+	// input's frames regularly are because it sends in bursts (a capture
+	// block, a packed message). That is added to the hold; rarer late
+	// frames (a link returning) only widen it by the old rule.
+	lates    []time.Duration
+	spread   [2]time.Duration
 	slots    []slot
 	counters InputCounters
 
@@ -698,10 +707,17 @@ const maxHold = 2 * time.Second
 // inputs' jitter.
 const startupAllowance = 250 * time.Millisecond
 
+// jitterMargin is added to an input's largest lateness when the hold
+// widens to cover it.
+const jitterMargin = 20 * time.Millisecond
+
+// spreadPercentile is the share of an input's frames whose lateness counts
+// as its regular burst spread.
+const spreadPercentile = 0.9
 
 // trackJitter updates input r's own envelope with a frame for output index
-// n arriving at now, and widens the hold at once to Hold plus the lateness
-// when a frame comes later than the hold has room for.
+// n arriving at now, and widens the hold at once when a frame comes later
+// than the hold has room for.
 func (m *Merge) trackJitter(now time.Time, r Role, n int64) {
 	in := &m.in[r]
 	implied := now.Add(-m.sinceZero(n))
@@ -714,16 +730,23 @@ func (m *Merge) trackJitter(now time.Time, r Role, n int64) {
 	if late < in.minLate {
 		in.minLate = late
 	}
+	if late <= m.cfg.Hold {
+		in.lates = append(in.lates, late)
+	}
 	if late > in.jitter[0] {
 		in.jitter[0] = late
-		if h := min(m.cfg.Hold+late, maxHold); h > m.hold {
+		if h := min(late+jitterMargin, maxHold); h > m.hold {
 			m.setHold(now, h, fmt.Sprintf("%s delivered a frame %v after its earliest arrivals", r, late.Round(time.Millisecond)))
 		}
 	}
 }
 
-// rollJitter starts a new jitter window; the hold narrows again once no
-// input has been bursty for two windows.
+// rollJitter starts a new jitter window. The hold is the configured hold
+// plus the inputs' regular spread (so bursts do not eat the margin a
+// slower link has), or their largest lateness plus a margin if that is
+// more; it narrows again once no input has been late for two windows.
+// The spread counts only latenesses within the configured hold, so a
+// widened hold cannot feed on the late frames it let in.
 func (m *Merge) rollJitter(now time.Time) {
 	h := m.cfg.Hold
 	for i := range m.in {
@@ -731,19 +754,36 @@ func (m *Merge) rollJitter(now time.Time) {
 		// A sender clock slower than ours makes every frame a little later
 		// than the envelope: that is drift, so the envelope follows it and
 		// it does not count as jitter.
+		drift := time.Duration(0)
 		if in.hasZero && in.minLate > 0 && in.minLate < time.Duration(1<<62) {
-			in.zero = in.zero.Add(in.minLate)
-			in.jitter[0] = max(0, in.jitter[0]-in.minLate)
+			drift = in.minLate
+			in.zero = in.zero.Add(drift)
+			in.jitter[0] = max(0, in.jitter[0]-drift)
 		}
 		in.minLate = time.Duration(1 << 62)
+		in.spread[0] = max(0, percentile(in.lates, spreadPercentile)-drift)
+		in.lates = in.lates[:0]
 		if j := max(in.jitter[0], in.jitter[1]); j > 0 {
-			h = max(h, min(m.cfg.Hold+j, maxHold))
+			h = max(h, min(j+jitterMargin, maxHold))
 		}
+		h = max(h, m.cfg.Hold+max(in.spread[0], in.spread[1]))
 		in.jitter[1], in.jitter[0] = in.jitter[0], 0
+		in.spread[1], in.spread[0] = in.spread[0], 0
 	}
 	if d := h - m.hold; d >= time.Millisecond || d <= -time.Millisecond {
 		m.setHold(now, h, "jitter measured over the last windows")
 	}
+}
+
+// percentile is the nearest-rank p-th percentile of xs (0 if empty); it
+// sorts xs.
+func percentile(xs []time.Duration, p float64) time.Duration {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	k := int(math.Ceil(p*float64(len(xs)))) - 1
+	return xs[min(max(k, 0), len(xs)-1)]
 }
 
 func (m *Merge) setHold(now time.Time, h time.Duration, why string) {
