@@ -72,7 +72,7 @@ type Source struct {
 	// appliance's CPU: 4096 (the default, 85 ms at 48 kHz) costs about
 	// 0.6 of what 1024 costs. A frame waits for the rest of its block, and
 	// the switcher's hold grows by the burst's spread, so 4096 adds about
-	// 45 ms of latency over 1024 (docs/architecture.md, "Capture blocks").
+	// 64 ms of latency over 1024 (docs/architecture.md, "Capture blocks").
 	BlockFrames int `json:"block_frames"`
 }
 
