@@ -142,6 +142,13 @@ func (e *Encoder) update(f func(*Stats)) {
 	f(&e.stats)
 }
 
+// Out receives the encoder's frames. more reports that ffmpeg is making
+// more frames of the same capture block right now (they follow within a
+// few milliseconds), so the receiver may hold f to send them together;
+// it is false for the last frame ffmpeg can make from the blocks written
+// so far.
+type Out func(f media.Frame, more bool)
+
 // Run encodes blocks and calls out with each frame, in PTS order, from
 // one goroutine at a time; out must not block for long (hand the frame to
 // a buffered queue): a stalled reader stalls ffmpeg, and a stalled ffmpeg
@@ -152,7 +159,7 @@ func (e *Encoder) update(f func(*Stats)) {
 // else is touched. Run returns nil when ctx ends (ffmpeg is killed) or
 // blocks is closed (ffmpeg is drained first), and an error only for a
 // profile it cannot encode.
-func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out func(media.Frame)) error {
+func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out Out) error {
 	if e.p.Codec != media.CodecAAC {
 		err := fmt.Errorf("encoder %s: codec %v not supported (only AAC)", e.name, e.p.Codec)
 		e.update(func(s *Stats) { s.State, s.LastError = StateFailed, err.Error() })
@@ -196,7 +203,7 @@ func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out func
 type run struct {
 	e   *Encoder
 	ctx context.Context
-	out func(media.Frame)
+	out Out
 	p   *proc
 
 	startedOnce bool
@@ -289,6 +296,7 @@ func (r *run) send(samples []int16, frames int64) bool {
 	if r.ctx.Err() != nil {
 		return false
 	}
+	p.fed.Store(p.next + frames)
 	_, err := p.stdin.Write(r.pcm)
 	switch {
 	case err == nil:
@@ -475,8 +483,11 @@ type proc struct {
 	// sendFrom is the first frame index sent: earlier ones are pre-roll.
 	sendFrom int64
 	next     int64 // index after the last frame queued
-	started  time.Time
-	stdin    *os.File // ffmpeg's input, written by Run's goroutine only
+	// fed is next as the reader may see it: set before each write, so a
+	// frame ffmpeg makes from that write never finds it behind.
+	fed     atomic.Int64
+	started time.Time
+	stdin   *os.File // ffmpeg's input, written by Run's goroutine only
 	// releaseWrites undoes the hook that ends a waiting write when Run's
 	// ctx ends.
 	releaseWrites func() bool
@@ -512,7 +523,7 @@ func (p *proc) exitErr() error {
 	return p.err
 }
 
-func (e *Encoder) launch(ctx context.Context, session string, start int64, out func(media.Frame)) (*proc, error) {
+func (e *Encoder) launch(ctx context.Context, session string, start int64, out Out) (*proc, error) {
 	f := e.p.Format
 	// -probesize/-analyzeduration: raw PCM needs no probing, and with the
 	// defaults ffmpeg buffers about a second of input before its first
@@ -579,12 +590,13 @@ func (e *Encoder) launch(ctx context.Context, session string, start int64, out f
 }
 
 // read stamps and delivers p's frames until its output ends.
-func (e *Encoder) read(p *proc, stdout io.Reader, out func(media.Frame)) error {
+func (e *Encoder) read(p *proc, stdout io.Reader, out Out) error {
 	rd := adts.NewReader(bufio.NewReaderSize(stdout, 16<<10))
 	// Frame k of the process covers capture samples start+(k−1)·1024: the
 	// first frame is the encoder's priming and is not sent.
 	first := p.start/e.fs - 1
 	warned := false
+	var lag lagTracker
 	for k := int64(0); ; k++ {
 		h, payload, err := rd.ReadFrame()
 		if err != nil {
@@ -607,8 +619,42 @@ func (e *Encoder) read(p *proc, stdout io.Reader, out func(media.Frame)) error {
 		e.lastIdx = idx
 		pts := e.cfg.FramePTS(idx)
 		e.frames.Add(1)
-		out(media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: append([]byte(nil), payload...)})
+		more := !lag.isLast(time.Now(), p.fed.Load()/e.fs-idx)
+		out(media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: append([]byte(nil), payload...)}, more)
 	}
+}
+
+// lagTracker tells the last frame of a burst. A frame's lag is how many
+// frames of input ffmpeg had been given beyond it when it came out. ffmpeg
+// holds back a fixed number (measured: 3 with Debian's ffmpeg 5.1), so
+// the frames a block of four makes come out with lags 6, 5, 4, 3: the one
+// at the smallest lag is the last it can make until the next block. The
+// smallest lag is learnt over the current and the previous second. A
+// burst that ends on a frame marked as more (a stray smaller lag was
+// learnt) is seen when the next burst starts, at a larger lag: the lag it
+// ended at becomes the smallest. Until then its frames wait in the sender
+// (BurstWait), once.
+type lagTracker struct {
+	cur, prev int64
+	since     time.Time
+	last      int64 // the previous frame's lag
+	lastMore  bool  // and whether it was marked as more
+}
+
+func (l *lagTracker) isLast(now time.Time, lag int64) bool {
+	switch {
+	case l.since.IsZero():
+		l.cur, l.prev, l.since = lag, lag, now
+	case l.lastMore && lag > l.last:
+		l.cur, l.prev = l.last, l.last
+	}
+	if now.Sub(l.since) >= time.Second {
+		l.prev, l.cur, l.since = l.cur, lag, now
+	}
+	l.cur = min(l.cur, lag)
+	last := lag <= min(l.cur, l.prev)
+	l.last, l.lastMore = lag, !last
+	return last
 }
 
 func ceilDiv(a, b int64) int64 {

@@ -37,7 +37,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 type stamped struct {
 	media.Frame
-	at time.Time
+	at   time.Time
+	more bool
 }
 
 // sink collects an encoder's frames.
@@ -46,10 +47,10 @@ type sink struct {
 	frames []stamped
 }
 
-func (s *sink) out(f media.Frame) {
+func (s *sink) out(f media.Frame, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.frames = append(s.frames, stamped{f, time.Now()})
+	s.frames = append(s.frames, stamped{f, time.Now(), more})
 }
 
 func (s *sink) get() []stamped {
@@ -84,7 +85,13 @@ func runEncoder(t *testing.T, c *capture.Capture, e *encoder.Encoder, s *sink) (
 }
 
 func startCapture(t *testing.T, src capture.Source) *capture.Capture {
-	c := capture.New(src, capture.Config{Log: testLog(t)})
+	return startCaptureBlocks(t, src, 0)
+}
+
+// startCaptureBlocks is startCapture with blocks of blockFrames (0: the
+// default).
+func startCaptureBlocks(t *testing.T, src capture.Source, blockFrames int) *capture.Capture {
+	c := capture.New(src, capture.Config{Log: testLog(t), BlockFrames: blockFrames})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -431,7 +438,7 @@ func TestFormatMismatchAndBadFFmpeg(t *testing.T) {
 	blocks := make(chan capture.Block, 10)
 	feedBlocks(capture.Format{SampleRate: 44100, Channels: 2}, blocks, "s", 0, 4096, 1024)
 	close(blocks)
-	if err := e.Run(context.Background(), blocks, func(media.Frame) { t.Error("a frame from mismatched blocks") }); err != nil {
+	if err := e.Run(context.Background(), blocks, func(media.Frame, bool) { t.Error("a frame from mismatched blocks") }); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.Stats(); !strings.Contains(st.LastError, "44100 Hz 2ch does not match the feed profile 48000 Hz 2ch") || st.DroppedBlocks != 4 {
@@ -443,7 +450,7 @@ func TestFormatMismatchAndBadFFmpeg(t *testing.T) {
 	feedBlocks(f, blocks, "s", 0, 1024*50, 1024)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := bad.Run(ctx, blocks, func(media.Frame) {}); err != nil {
+	if err := bad.Run(ctx, blocks, func(media.Frame, bool) {}); err != nil {
 		t.Fatal(err)
 	}
 	if st := bad.Stats(); !strings.Contains(st.LastError, "/nonexistent/ffmpeg") {
@@ -457,5 +464,50 @@ func TestFormatMismatchAndBadFFmpeg(t *testing.T) {
 	err := encoder.New("x", encoder.Profile{Codec: media.CodecMP3, Format: f}, "ffmpeg", nil).Run(context.Background(), nil, nil)
 	if err == nil {
 		t.Error("an MP3 profile runs")
+	}
+}
+
+// With blocks of four frames, the encoder marks the last frame of each
+// block's burst (more == false) and the three before it as more to come:
+// what lets the sender put a block's frames into as few SRT messages as
+// fit. With blocks of one frame every frame is the last.
+func TestBurstEnds(t *testing.T) {
+	f := capture.Format{SampleRate: 48000, Channels: 2}
+	for _, block := range []int{4096, 1024} {
+		c := startCaptureBlocks(t, capture.NewTone(f, 440, -12), block)
+		e := encoder.New("p", encoder.Profile{Codec: media.CodecAAC, Bitrate: 128000, Format: f}, "", testLog(t))
+		s := &sink{}
+		stop := runEncoder(t, c, e, s)
+		time.Sleep(4 * time.Second)
+		stop()
+		per := block / 1024
+		// Skip the first 2 s: the smallest lag is being learnt then.
+		var got []stamped
+		for _, fr := range s.get() {
+			if fr.at.Sub(s.get()[0].at) > 2*time.Second {
+				got = append(got, fr)
+			}
+		}
+		if len(got) < 40 {
+			t.Fatalf("blocks of %d: only %d frames after the first 2 s", block, len(got))
+		}
+		lastPhase := int64(-1)
+		lasts := 0
+		for _, fr := range got {
+			idx := e.Config().FrameIndex(fr.PTS)
+			if fr.more {
+				continue
+			}
+			lasts++
+			if lastPhase < 0 {
+				lastPhase = idx % int64(per)
+			} else if idx%int64(per) != lastPhase {
+				t.Errorf("blocks of %d: frame %d is marked last, out of phase with the others (%d mod %d)", block, idx, lastPhase, per)
+			}
+		}
+		want := len(got) / per
+		if lasts < want-1 || lasts > want+1 {
+			t.Errorf("blocks of %d: %d of %d frames marked last, want one per block (~%d)", block, lasts, len(got), want)
+		}
 	}
 }

@@ -190,7 +190,14 @@ func (s *supervisor) run(ctx context.Context) {
 		})
 		start(func() {
 			defer f.unsub()
-			if err := f.enc.Run(ctx, f.blocks, func(fr media.Frame) { f.snd.Send(fr) }); err != nil && ctx.Err() == nil {
+			if err := f.enc.Run(ctx, f.blocks, func(fr media.Frame, more bool) {
+				// A capture block's frames share SRT messages.
+				if more {
+					f.snd.SendMore(fr)
+				} else {
+					f.snd.Send(fr)
+				}
+			}); err != nil && ctx.Err() == nil {
 				s.log.Error("encoder stopped", "feed", f.role, "err", err)
 			}
 		})

@@ -188,7 +188,9 @@ func describeEOF(err error) error {
 	return err
 }
 
-func (x *icecastSession) writeFrame(f media.Frame) error {
+func (x *icecastSession) idle(time.Time) error { return nil }
+
+func (x *icecastSession) writeFrame(f media.Frame, _ bool) error {
 	var err error
 	x.buf, err = adts.AppendFrame(x.buf[:0], x.audio, f.Data)
 	if err != nil {

@@ -83,7 +83,9 @@ type recordingSession struct {
 	pts []int64
 }
 
-func (r *recordingSession) writeFrame(f media.Frame) error {
+func (r *recordingSession) idle(time.Time) error { return nil }
+
+func (r *recordingSession) writeFrame(f media.Frame, _ bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pts = append(r.pts, f.PTS)

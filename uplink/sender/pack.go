@@ -8,20 +8,31 @@ import (
 	"tandem/uplink/srt"
 )
 
-// packing is an SRT session's bounded packing of frames into messages
-// (Config.MaxPackDelay). Like the rest of the session it is used under
-// Sender.liveMu; its timer takes that lock too.
+// packing is an SRT session's packing of frames into messages: the
+// frames of one burst (Sender.SendMore) and, with Config.MaxPackDelay,
+// frames that may wait that long. Like the rest of the session it is used
+// under Sender.liveMu; its timer takes that lock too.
 type packing struct {
 	packer   *mpegts.Packer
-	maxDelay time.Duration
+	maxDelay time.Duration // 0: frames wait only for the rest of their burst
 	// frameInterval is the nominal time between two frames: a partial
 	// message whose deadline comes before the next frame is sent at once,
 	// so the timer fires only when a frame is late.
 	frameInterval time.Duration
+	inBurst       bool      // the last frame written said more of its burst follow
 	since         time.Time // when the oldest pending packet was written
+	deadline      time.Time // when the timer sends the pending packets
 	flushed       bool      // a message went since the last written call
 	timer         *time.Timer
 }
+
+// BurstWait is how long a frame given with SendMore waits for the rest of
+// its burst before the next write or the connection's 250 ms check sends
+// it. An encoder makes a capture block's frames within a few
+// milliseconds, and its last one comes with Send; there is no timer for
+// bursts, because arming one wakes the Go runtime's poller once per burst,
+// which cost more CPU than the packing saves.
+const BurstWait = 10 * time.Millisecond
 
 func (s *Sender) newPacking(x *srtSession, conn *srt.Conn) *packing {
 	p := &packing{
@@ -47,34 +58,65 @@ func (s *Sender) newPacking(x *srtSession, conn *srt.Conn) *packing {
 	return p
 }
 
-// written follows a write to the muxer at now: it dates the pending
-// packets, sends them if waiting could not add another frame before their
-// deadline, and (re)arms the timer for their deadline otherwise.
-func (p *packing) written(now time.Time, frame bool) error {
+// written follows a write to the muxer at now (frame: an audio frame,
+// with more telling whether the rest of its burst follows; otherwise
+// telemetry). It sends the pending packets unless they may wait: for the
+// rest of a burst (at most BurstWait), or within MaxPackDelay if waiting
+// could add another frame before that deadline. It (re)arms the timer for
+// the deadline of packets that wait.
+func (p *packing) written(now time.Time, frame, more bool) error {
+	if frame {
+		p.inBurst = more
+	}
 	if p.packer.Pending() == 0 {
-		p.since, p.flushed = time.Time{}, false
-		p.timer.Stop()
+		p.reset()
 		return nil
 	}
 	if p.since.IsZero() || p.flushed {
 		p.since, p.flushed = now, false
-		p.timer.Reset(p.maxDelay)
+	}
+	if p.inBurst {
+		return nil
+	}
+	if p.maxDelay <= 0 {
+		return p.flush()
 	}
 	deadline := p.since.Add(p.maxDelay)
 	if frame && !now.Add(p.frameInterval).Before(deadline) {
 		return p.flush()
 	}
+	p.arm(deadline)
 	return nil
+}
+
+// arm sets the timer for deadline unless it is already set for then.
+func (p *packing) arm(deadline time.Time) {
+	if !deadline.Equal(p.deadline) {
+		p.deadline = deadline
+		p.timer.Reset(time.Until(deadline))
+	}
+}
+
+func (p *packing) reset() {
+	if !p.deadline.IsZero() {
+		p.timer.Stop()
+	}
+	p.since, p.deadline, p.flushed = time.Time{}, time.Time{}, false
 }
 
 // due reports whether the pending packets have waited their bound.
 func (p *packing) due(now time.Time) bool {
-	return p.packer.Pending() > 0 && !now.Before(p.since.Add(p.maxDelay))
+	return p.packer.Pending() > 0 && !p.deadline.IsZero() && !now.Before(p.deadline)
+}
+
+// stale reports whether pending packets have waited for the rest of a
+// burst longer than BurstWait: its last frame was not marked as such.
+func (p *packing) stale(now time.Time) bool {
+	return p.packer.Pending() > 0 && p.inBurst && !p.since.IsZero() && now.Sub(p.since) >= BurstWait
 }
 
 func (p *packing) flush() error {
-	p.timer.Stop()
-	p.since, p.flushed = time.Time{}, false
+	p.reset()
 	return p.packer.Flush()
 }
 

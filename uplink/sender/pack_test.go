@@ -158,3 +158,98 @@ func TestPackedMessages(t *testing.T) {
 		t.Errorf("a frame sent alone never arrived: the pack timer did not send it")
 	}
 }
+
+// TestBurstsShareMessages: with no MaxPackDelay, frames sent with SendMore
+// wait for the rest of their burst; the burst's last frame (Send) sends
+// them, in as few messages as fit (a frame is never split). A burst whose
+// end never comes is sent once it has waited BurstWait, by the
+// connection's next check (at most 250 ms). Plain Send still sends every
+// frame in its own message.
+func TestBurstsShareMessages(t *testing.T) {
+	frames := tone(t)
+	ln, err := srt.Listen("127.0.0.1:0", srt.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := receivePacked(ctx, ln)
+
+	cfg := baseConfig()
+	cfg.Dest = "srt://" + ln.Addr().String()
+	cfg.Log = testLogger(t)
+	s, err := sender.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
+		t.Fatalf("not connected: %+v", s.Stats())
+	}
+	frame := func(i int) media.Frame {
+		pts := int64(i) * stereo48k.FrameDuration()
+		return media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: frames[i%len(frames)]}
+	}
+	arrived := func(n int) bool {
+		return e2e.WaitFor(3*time.Second, func() bool { _, _, _, pts, _ := r.snapshot(); return len(pts) >= n })
+	}
+	// 20 bursts of four frames, as a capture block of 4096 makes them.
+	const bursts = 20
+	i := 0
+	for range bursts {
+		for k := range 4 {
+			if k < 3 {
+				s.SendMore(frame(i))
+			} else {
+				s.Send(frame(i))
+			}
+			i++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !arrived(i) {
+		_, _, _, pts, _ := r.snapshot()
+		t.Fatalf("%d of %d frames arrived", len(pts), i)
+	}
+	messages, oversized, perMsg, pts, _ := r.snapshot()
+	if oversized > 0 {
+		t.Errorf("%d messages larger than %d bytes or not whole TS packets", oversized, mpegts.MaxMessage)
+	}
+	for k := 1; k < len(pts); k++ {
+		if pts[k]-pts[k-1] != stereo48k.FrameDuration() {
+			t.Fatalf("frame %d: PTS %d after %d: frames lost or reordered", k, pts[k], pts[k-1])
+		}
+	}
+	// A 128 kbit/s frame is 2-3 TS packets: four take two messages of 7,
+	// sometimes three where PAT/PMT (twice a second) ride along.
+	if limit := 2*bursts + bursts/4; messages > limit {
+		t.Errorf("%d bursts of 4 frames took %d messages (frames per message %v), want at most %d", bursts, messages, perMsg, limit)
+	}
+	t.Logf("%d bursts of 4 frames in %d messages", bursts, messages)
+
+	// A burst whose last frame never comes: the backstop check sends it.
+	sentAt := time.Now()
+	s.SendMore(frame(i))
+	i++
+	if !arrived(i) {
+		t.Fatalf("a frame marked as more, with no frame after it, never arrived")
+	}
+	if d := time.Since(sentAt); d < sender.BurstWait {
+		t.Errorf("a frame marked as more arrived after %v, before BurstWait (%v): it did not wait for its burst", d, sender.BurstWait)
+	}
+
+	// Plain Send: one message per frame.
+	before, _, _, _, _ := r.snapshot()
+	for range 10 {
+		s.Send(frame(i))
+		i++
+	}
+	if !arrived(i) {
+		t.Fatalf("frames sent with Send did not arrive")
+	}
+	after, _, _, _, _ := r.snapshot()
+	if after-before != 10 {
+		t.Errorf("10 frames sent with Send took %d messages, want one each", after-before)
+	}
+}

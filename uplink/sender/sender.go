@@ -221,14 +221,22 @@ func New(cfg Config) (*Sender, error) {
 // It never waits for the network. It returns false if a frame was
 // dropped: the oldest one, because the queue was full (the new frame is
 // queued), or f itself if it is not audio.
-func (s *Sender) Send(f media.Frame) bool {
+func (s *Sender) Send(f media.Frame) bool { return s.send(f, false) }
+
+// SendMore is Send for a frame that more frames of the same burst follow
+// at once (the encoder made them from one capture block): over SRT it may
+// wait for them, up to BurstWait, so that they share messages. The
+// burst's last frame goes with Send, which sends what waits.
+func (s *Sender) SendMore(f media.Frame) bool { return s.send(f, true) }
+
+func (s *Sender) send(f media.Frame, more bool) bool {
 	if f.Kind != media.KindAudio || len(f.Data) == 0 {
 		s.mu.Lock()
 		s.st.DroppedFailed++
 		s.mu.Unlock()
 		return false
 	}
-	if s.sendDirect(f) {
+	if s.sendDirect(f, more) {
 		return true
 	}
 	if s.q.push(f) {
@@ -519,7 +527,8 @@ func (s *Sender) stream(ctx context.Context, sess session) error {
 					if !ok {
 						return nil
 					}
-					if err := s.writeLocked(l, f); err != nil {
+					// A backlog shares messages; its last frame sends them.
+					if err := s.writeLocked(l, f, s.q.len() > 0); err != nil {
 						return err
 					}
 				}
@@ -529,7 +538,7 @@ func (s *Sender) stream(ctx context.Context, sess session) error {
 		case now := <-tick.C:
 			err = locked(func() error {
 				if now.Sub(l.lastCheck) < checkInterval {
-					return nil
+					return l.sess.idle(now)
 				}
 				return s.checkLocked(l, now)
 			})
@@ -560,7 +569,7 @@ type live struct {
 // if the stream goroutine holds the connection at that moment, f takes the
 // queue, and so does every later frame until the queue is empty: order is
 // kept.
-func (s *Sender) sendDirect(f media.Frame) bool {
+func (s *Sender) sendDirect(f media.Frame, more bool) bool {
 	if s.target.proto != ProtoSRT || !s.liveMu.TryLock() {
 		return false
 	}
@@ -569,7 +578,7 @@ func (s *Sender) sendDirect(f media.Frame) bool {
 	if l == nil || l.err != nil || s.q.len() > 0 {
 		return false
 	}
-	if err := s.writeLocked(l, f); err != nil {
+	if err := s.writeLocked(l, f, more); err != nil {
 		s.failLocked(l, err)
 	}
 	return true
@@ -588,8 +597,8 @@ func (s *Sender) failLocked(l *live, err error) {
 
 // writeLocked writes one frame, the pending telemetry after it, and checks
 // the link when a check is due. An error ends the connection.
-func (s *Sender) writeLocked(l *live, f media.Frame) error {
-	if err := l.sess.writeFrame(f); err != nil {
+func (s *Sender) writeLocked(l *live, f media.Frame, more bool) error {
+	if err := l.sess.writeFrame(f, more); err != nil {
 		s.update(func(st *Stats) { st.DroppedFailed++ })
 		if errors.Is(err, errFrameLost) {
 			return nil
@@ -664,7 +673,10 @@ type linkStats struct {
 type session interface {
 	// writeFrame sends one audio frame; an error wrapping errFrameLost
 	// lost the frame but not the connection.
-	writeFrame(f media.Frame) error
+	writeFrame(f media.Frame, more bool) error
+	// idle is the stream goroutine's backstop tick when no check is due:
+	// it sends what waited too long.
+	idle(now time.Time) error
 	// writeTelemetry sends a report stamped with pts.
 	writeTelemetry(b []byte, pts int64) error
 	// check samples the connection (every checkInterval): stall detection

@@ -28,7 +28,7 @@ type srtSession struct {
 	lastCheck time.Time // when the last check finished
 	last      linkStats
 
-	pack *packing // nil: one frame per message
+	pack *packing
 }
 
 func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, error) {
@@ -54,15 +54,11 @@ func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, err
 	}
 	now := time.Now()
 	x := &srtSession{conn: conn, timeout: s.cfg.StallTimeout, progress: now}
-	emit := conn.WriteMessage
-	if s.cfg.MaxPackDelay > 0 {
-		x.pack = s.newPacking(x, conn)
-		emit = x.pack.packer.Write
-	}
+	x.pack = s.newPacking(x, conn)
 	x.mux = mpegts.NewMuxer([]mpegts.Track{
 		{PID: AudioPID, Kind: media.KindAudio, Audio: s.cfg.Audio},
 		{PID: telemetry.PID, FormatID: mpegts.FormatTandem},
-	}, emit)
+	}, x.pack.packer.Write)
 	// Audio only: a reader that joins needs PAT/PMT, but not every 100 ms.
 	x.mux.PSIInterval = media.ClockRate / 2
 	st := conn.Stats()
@@ -81,20 +77,17 @@ func (x *srtSession) noteWrite() {
 	x.lastWrite = now
 }
 
-func (x *srtSession) writeFrame(f media.Frame) error {
+func (x *srtSession) writeFrame(f media.Frame, more bool) error {
 	x.noteWrite()
-	// Packed, a refused message is counted by the packer's emit and never
-	// reaches here.
-	if err := x.mux.WriteFrame(AudioPID, f); err != nil {
-		if errors.Is(err, srt.ErrSendBufferFull) {
-			return fmt.Errorf("%w: %w", errFrameLost, err)
-		}
+	if err := x.flushStale(time.Now()); err != nil {
 		return err
 	}
-	if x.pack != nil {
-		return x.pack.written(time.Now(), true)
+	// A refused message is counted by the packer's emit and never reaches
+	// here.
+	if err := x.mux.WriteFrame(AudioPID, f); err != nil {
+		return err
 	}
-	return nil
+	return x.pack.written(time.Now(), true, more)
 }
 
 func (x *srtSession) writeTelemetry(b []byte, pts int64) error {
@@ -105,13 +98,21 @@ func (x *srtSession) writeTelemetry(b []byte, pts int64) error {
 		}
 		return err
 	}
-	if x.pack != nil {
-		return x.pack.written(time.Now(), false)
+	return x.pack.written(time.Now(), false, false)
+}
+
+// flushStale sends the frames of a burst whose end never came.
+func (x *srtSession) flushStale(now time.Time) error {
+	if x.pack.stale(now) {
+		return x.pack.flush()
 	}
 	return nil
 }
 
 func (x *srtSession) check(now time.Time) (linkStats, error) {
+	if err := x.flushStale(now); err != nil {
+		return x.last, err
+	}
 	st := x.conn.Stats()
 	x.last = linkStats{rtt: st.RTT, sendLoss: st.PktSendLoss, retrans: st.PktRetrans, messages: st.PktSent - st.PktRetrans}
 	if st.Stale {
@@ -141,12 +142,11 @@ func (x *srtSession) check(now time.Time) (linkStats, error) {
 	return x.last, nil
 }
 
-func (x *srtSession) stats() linkStats     { return x.last }
-func (x *srtSession) failed() <-chan error { return nil }
-func (x *srtSession) describe() string     { return x.desc }
+func (x *srtSession) idle(now time.Time) error { return x.flushStale(now) }
+func (x *srtSession) stats() linkStats         { return x.last }
+func (x *srtSession) failed() <-chan error     { return nil }
+func (x *srtSession) describe() string         { return x.desc }
 func (x *srtSession) close() {
-	if x.pack != nil {
-		x.pack.timer.Stop()
-	}
+	x.pack.timer.Stop()
 	x.conn.Close()
 }

@@ -193,7 +193,7 @@ func (p *Publisher) runFeed(ctx context.Context, feed Feed, blocks <-chan captur
 	// The encoder restarts its ffmpeg on the same timeline if it dies.
 	enc := encoder.New(string(feed.Role), encoder.Profile{Codec: media.CodecAAC, Bitrate: feed.Bitrate, Format: p.format},
 		p.cfg.FFmpeg, log)
-	return enc.Run(ctx, blocks, func(f media.Frame) {
+	return enc.Run(ctx, blocks, func(f media.Frame, _ bool) {
 		st.Encoded.Add(1)
 		select {
 		case frames <- f:
