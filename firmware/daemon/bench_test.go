@@ -115,8 +115,10 @@ func median(xs []float64) float64 {
 // the same single ffmpeg, and reports each (metrics suffixed with the
 // variant's number): variants are separated by "|", each a list of config
 // keys added to the daemon's file, e.g.
-// '"source":{"block_frames":1024}|"source":{"block_frames":2048}'. Unset,
-// one daemon runs with the defaults. TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW
+// '"source":{"block_frames":1024}|"source":{"block_frames":2048}',
+// optionally after environment variables for the daemon
+// ('env:GOMAXPROCS=2 "source":{...}'; see benchVariants). Unset, one
+// daemon runs with the defaults. TANDEM_BENCH_WINDOWS (default 6) and TANDEM_BENCH_WINDOW
 // (default 10s) change the sampling. TANDEM_BENCH_PROFILE=<file> also
 // writes a CPU profile of the (first) daemon (taken after the windows, so
 // the profiler's own cost does not count).
@@ -148,10 +150,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	var pids []int
 	var sockets []string
 	for i, variant := range variants {
-		extra := ""
-		if variant != "" {
-			extra = "," + variant
-		}
+		extra := variant.configExtra()
 		dir := b.TempDir()
 		debugKey := ""
 		if profile != "" && i == 0 {
@@ -167,6 +166,7 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 			b.Fatal(err)
 		}
 		daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
+		daemon.Env = append(os.Environ(), variant.env...)
 		daemon.Stderr = io.Discard
 		if err := daemon.Start(); err != nil {
 			b.Fatal(err)
@@ -263,31 +263,69 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	}
 }
 
-// benchVariants reads TANDEM_BENCH_VARIANTS; unset, it is one daemon with
-// the defaults ("").
-func benchVariants(b *testing.B) []string {
+// benchVariant is one daemon setting to benchmark: config keys added to
+// its file and environment variables for its process.
+type benchVariant struct {
+	keys string   // e.g. "source":{"block_frames":2048}
+	env  []string // e.g. GOMAXPROCS=2
+}
+
+func (v benchVariant) String() string {
+	if len(v.env) == 0 {
+		return "{" + v.keys + "}"
+	}
+	return strings.Join(v.env, " ") + " {" + v.keys + "}"
+}
+
+// configExtra is the variant's keys as they follow the file's own.
+func (v benchVariant) configExtra() string {
+	if v.keys == "" {
+		return ""
+	}
+	return "," + v.keys
+}
+
+// benchVariants reads TANDEM_BENCH_VARIANTS: variants separated by "|",
+// each an optional "env:K=V,K=V" then config keys, e.g.
+// 'env:GOMAXPROCS=2 "source":{"block_frames":2048}'. Unset, it is one
+// daemon with the defaults.
+func benchVariants(b *testing.B) []benchVariant {
 	v := os.Getenv("TANDEM_BENCH_VARIANTS")
 	if v == "" {
-		return []string{""}
+		return []benchVariant{{}}
 	}
-	var out []string
+	var out []benchVariant
 	for _, frag := range strings.Split(v, "|") {
+		var bv benchVariant
 		frag = strings.TrimSpace(frag)
-		var keys map[string]any
-		if err := json.Unmarshal([]byte("{"+frag+"}"), &keys); err != nil || len(keys) == 0 {
-			b.Fatalf("TANDEM_BENCH_VARIANTS: %q is not a list of config keys like \"source\":{\"block_frames\":2048} (%v)", frag, err)
+		if rest, ok := strings.CutPrefix(frag, "env:"); ok {
+			envs, keys, _ := strings.Cut(rest, " ")
+			for _, kv := range strings.Split(envs, ",") {
+				if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+					b.Fatalf("TANDEM_BENCH_VARIANTS: %q in %q is not K=V", kv, frag)
+				}
+				bv.env = append(bv.env, kv)
+			}
+			frag = strings.TrimSpace(keys)
 		}
-		out = append(out, frag)
+		if frag != "" {
+			var keys map[string]any
+			if err := json.Unmarshal([]byte("{"+frag+"}"), &keys); err != nil || len(keys) == 0 {
+				b.Fatalf("TANDEM_BENCH_VARIANTS: %q is not a list of config keys like \"source\":{\"block_frames\":2048} (%v)", frag, err)
+			}
+		}
+		bv.keys = frag
+		out = append(out, bv)
 	}
 	return out
 }
 
 // variantLabel prefixes a log line with variant i, when several run.
-func variantLabel(variants []string, i int) string {
+func variantLabel(variants []benchVariant, i int) string {
 	if len(variants) < 2 {
 		return ""
 	}
-	return fmt.Sprintf("v%d {%s}: ", i+1, variants[i])
+	return fmt.Sprintf("v%d %s: ", i+1, variants[i])
 }
 
 // fetchProfile saves a CPU profile from the daemon's profiler.

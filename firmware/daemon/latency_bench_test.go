@@ -47,14 +47,15 @@ func BenchmarkCaptureToListenerLatency(b *testing.B) {
 	}
 	for i, v := range variants {
 		b.Run(fmt.Sprintf("v%d", i+1), func(b *testing.B) {
-			b.Logf("variant: {%s}", v)
+			b.Logf("variant: %s", v)
 			benchLatency(b, v)
 		})
 	}
 }
 
-// benchLatency measures with the variant's config keys ("" = defaults).
-func benchLatency(b *testing.B, variant string) {
+// benchLatency measures with the variant's config keys and environment
+// (none: the defaults).
+func benchLatency(b *testing.B, variant benchVariant) {
 	e2e.Need(b, "ffmpeg")
 	const (
 		settle  = 8 * time.Second  // the merge's first jitter window narrows the startup hold
@@ -66,10 +67,7 @@ func benchLatency(b *testing.B, variant string) {
 	dir := b.TempDir()
 	socket := filepath.Join(dir, "api.sock")
 	cfgFile := filepath.Join(dir, "tandem.json")
-	extra := ""
-	if variant != "" {
-		extra = "," + variant
-	}
+	extra := variant.configExtra()
 	cfg := fmt.Sprintf(`{"device_id":"lat","state_dir":%q,"api":{"socket":%q,"http":""},
 		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`, dir, socket, srtAddr, srtAddr, extra)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
@@ -78,6 +76,7 @@ func benchLatency(b *testing.B, variant string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
+	daemon.Env = append(os.Environ(), variant.env...)
 	daemon.Stderr = io.Discard
 	if err := daemon.Start(); err != nil {
 		b.Fatal(err)
