@@ -147,6 +147,21 @@ func (e *events) String() string {
 
 // run starts s.Run and stops it (checking it returns nil, promptly) at
 // cleanup.
+// runConnected makes a sender of cfg, runs it and waits until it is
+// connected.
+func runConnected(t testing.TB, cfg sender.Config) *sender.Sender {
+	t.Helper()
+	s, err := sender.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
+		t.Fatalf("not connected: %+v", s.Stats())
+	}
+	return s
+}
+
 func run(t testing.TB, s *sender.Sender) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -31,6 +31,22 @@ func (r *packReceiver) snapshot() (messages, oversized int, perMsg []int, pts []
 	return r.messages, r.oversized, append([]int(nil), r.perMsg...), append([]int64(nil), r.pts...), r.tels
 }
 
+// check is snapshot that also fails t on a message over 1316 bytes (or not
+// whole TS packets) and on frames lost or out of order.
+func (r *packReceiver) check(t *testing.T) (messages, oversized int, perMsg []int, pts []int64, tels int) {
+	t.Helper()
+	messages, oversized, perMsg, pts, tels = r.snapshot()
+	if oversized > 0 {
+		t.Errorf("%d messages larger than %d bytes or not whole TS packets", oversized, mpegts.MaxMessage)
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i]-pts[i-1] != stereo48k.FrameDuration() {
+			t.Fatalf("frame %d: PTS %d after %d: frames lost or reordered", i, pts[i], pts[i-1])
+		}
+	}
+	return messages, oversized, perMsg, pts, tels
+}
+
 func receivePacked(ctx context.Context, ln *srt.Listener) *packReceiver {
 	r := &packReceiver{}
 	go func() {
@@ -77,33 +93,32 @@ func receivePacked(ctx context.Context, ln *srt.Listener) *packReceiver {
 	return r
 }
 
+// packedPair is a connected sender with maxPackDelay and the receiver of
+// what it sends; both end with ctx (and the test).
+func packedPair(ctx context.Context, t *testing.T, maxPackDelay time.Duration) (*sender.Sender, *packReceiver) {
+	t.Helper()
+	ln, err := srt.Listen("127.0.0.1:0", srt.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := receivePacked(ctx, ln)
+	cfg := baseConfig()
+	cfg.Dest = "srt://" + ln.Addr().String()
+	cfg.MaxPackDelay = maxPackDelay
+	cfg.Log = testLogger(t)
+	return runConnected(t, cfg), r
+}
+
 // TestPackedMessages: with MaxPackDelay 50 ms, a real-time 128 kbit/s feed
 // goes two or three frames to a message, every frame arrives in order with
 // the telemetry riding along, and a frame with no successor is still sent
 // (by the timer, not by the next frame).
 func TestPackedMessages(t *testing.T) {
 	frames := tone(t)
-	ln, err := srt.Listen("127.0.0.1:0", srt.ListenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := receivePacked(ctx, ln)
-
-	cfg := baseConfig()
-	cfg.Dest = "srt://" + ln.Addr().String()
-	cfg.MaxPackDelay = 50 * time.Millisecond
-	cfg.Log = testLogger(t)
-	s, err := sender.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, s)
-	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
-		t.Fatalf("not connected: %+v", s.Stats())
-	}
+	s, r := packedPair(ctx, t, 50*time.Millisecond)
 	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
 	go func() {
 		time.Sleep(time.Second)
@@ -116,15 +131,7 @@ func TestPackedMessages(t *testing.T) {
 		_, _, _, pts, _ := r.snapshot()
 		t.Fatalf("received %d frames of %d sent", len(pts), sent)
 	}
-	messages, oversized, perMsg, pts, tels := r.snapshot()
-	if oversized > 0 {
-		t.Errorf("%d messages larger than %d bytes or not whole TS packets", oversized, mpegts.MaxMessage)
-	}
-	for i := 1; i < len(pts); i++ {
-		if pts[i]-pts[i-1] != stereo48k.FrameDuration() {
-			t.Fatalf("frame %d: PTS %d after %d: frames lost or reordered", i, pts[i], pts[i-1])
-		}
-	}
+	messages, _, perMsg, pts, tels := r.check(t)
 	if tels != 1 {
 		t.Errorf("%d telemetry reports arrived, want 1", tels)
 	}
@@ -167,26 +174,9 @@ func TestPackedMessages(t *testing.T) {
 // frame in its own message.
 func TestBurstsShareMessages(t *testing.T) {
 	frames := tone(t)
-	ln, err := srt.Listen("127.0.0.1:0", srt.ListenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := receivePacked(ctx, ln)
-
-	cfg := baseConfig()
-	cfg.Dest = "srt://" + ln.Addr().String()
-	cfg.Log = testLogger(t)
-	s, err := sender.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, s)
-	if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
-		t.Fatalf("not connected: %+v", s.Stats())
-	}
+	s, r := packedPair(ctx, t, 0)
 	frame := func(i int) media.Frame {
 		pts := int64(i) * stereo48k.FrameDuration()
 		return media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: frames[i%len(frames)]}
@@ -212,15 +202,7 @@ func TestBurstsShareMessages(t *testing.T) {
 		_, _, _, pts, _ := r.snapshot()
 		t.Fatalf("%d of %d frames arrived", len(pts), i)
 	}
-	messages, oversized, perMsg, pts, _ := r.snapshot()
-	if oversized > 0 {
-		t.Errorf("%d messages larger than %d bytes or not whole TS packets", oversized, mpegts.MaxMessage)
-	}
-	for k := 1; k < len(pts); k++ {
-		if pts[k]-pts[k-1] != stereo48k.FrameDuration() {
-			t.Fatalf("frame %d: PTS %d after %d: frames lost or reordered", k, pts[k], pts[k-1])
-		}
-	}
+	messages, _, perMsg, _, _ := r.check(t)
 	// A 128 kbit/s frame is 2-3 TS packets: four take two messages of 7,
 	// sometimes three where PAT/PMT (twice a second) ride along.
 	if limit := 2*bursts + bursts/4; messages > limit {

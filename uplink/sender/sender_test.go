@@ -295,14 +295,7 @@ func TestTelemetryAndStreamID(t *testing.T) {
 			cfg.Session, cfg.Key = "sess42", "key1"
 			cfg.Dest = "srt://" + ln.Addr().String() + c.query
 			cfg.Log = testLogger(t)
-			s, err := sender.New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, s)
-			if !e2e.WaitFor(5*time.Second, func() bool { return s.Stats().State == sender.StateConnected }) {
-				t.Fatalf("not connected: %+v", s.Stats())
-			}
+			s := runConnected(t, cfg)
 			fctx, fcancel := context.WithCancel(ctx)
 			defer fcancel()
 			go feed(fctx, frames, 5000, s)
