@@ -61,7 +61,7 @@ func (s *Sender) newPacking(x *srtSession, conn *srt.Conn) *packing {
 // written follows a write to the muxer at now (frame: an audio frame,
 // with more telling whether the rest of its burst follows; otherwise
 // telemetry). It sends the pending packets unless they may wait: for the
-// rest of a burst (at most BurstWait), or within MaxPackDelay if waiting
+// rest of a burst (see BurstWait), or within MaxPackDelay if waiting
 // could add another frame before that deadline. It (re)arms the timer for
 // the deadline of packets that wait.
 func (p *packing) written(now time.Time, frame, more bool) error {
