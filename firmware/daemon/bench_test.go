@@ -150,29 +150,14 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 	var pids []int
 	var sockets []string
 	for i, variant := range variants {
-		extra := variant.configExtra()
-		dir := b.TempDir()
-		debugKey := ""
+		apiKeys := ""
 		if profile != "" && i == 0 {
 			debugAddr = fmt.Sprintf("127.0.0.1:%d", e2e.FreeTCPPort(b))
-			debugKey = fmt.Sprintf(`,"debug":%q`, debugAddr)
+			apiKeys = fmt.Sprintf(`,"debug":%q`, debugAddr)
 		}
-		cfgFile := filepath.Join(dir, "tandem.json")
-		cfg := fmt.Sprintf(`{"device_id":"bench%d","state_dir":%q,"api":{"socket":%q,"http":""%s},
-		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`,
-			i, dir, filepath.Join(dir, "api.sock"), debugKey, srtAddr, srtAddr, extra)
-		sockets = append(sockets, filepath.Join(dir, "api.sock"))
-		if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
-		daemon.Env = append(os.Environ(), variant.env...)
-		daemon.Stderr = io.Discard
-		if err := daemon.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { cancel(); daemon.Wait() }() // CommandContext kills it on cancel
-		pids = append(pids, daemon.Process.Pid)
+		pid, socket := startBenchDaemon(b, bin, fmt.Sprintf("bench%d", i), srtAddr, variant, apiKeys)
+		pids = append(pids, pid)
+		sockets = append(sockets, socket)
 	}
 
 	// One ffmpeg doing the same job.
@@ -261,6 +246,34 @@ func BenchmarkApplianceVsFFmpeg(b *testing.B) {
 		b.Logf("%smedians over %d windows of %v: appliance %.2f%% of a core (daemon %.2f%%, its 2 ffmpeg %.2f%%), single ffmpeg %.2f%%: ratio %.2f (target <= 1.2); daemon RSS %.1f MB (target <= 60 MB), single ffmpeg RSS %.1f MB; %.2f frames per SRT message",
 			variantLabel(variants, i), len(ws[i]), window, app, own, kids, single, ratio, median(rss[i]), float64(prev.ffmpegRSS)/(1<<20), perMessage[i])
 	}
+}
+
+// startBenchDaemon runs the daemon binary bin as device id with both
+// feeds to the switcher at srtAddr, the variant's config keys and
+// environment, and apiKeys added to its "api" object (e.g. the profiler).
+// It is killed when the benchmark ends. It returns the daemon's pid and
+// its API socket.
+func startBenchDaemon(b *testing.B, bin, id, srtAddr string, v benchVariant, apiKeys string) (pid int, socket string) {
+	b.Helper()
+	dir := b.TempDir()
+	socket = filepath.Join(dir, "api.sock")
+	cfgFile := filepath.Join(dir, "tandem.json")
+	cfg := fmt.Sprintf(`{"device_id":%q,"state_dir":%q,"api":{"socket":%q,"http":""%s},
+		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`,
+		id, dir, socket, apiKeys, srtAddr, srtAddr, v.configExtra())
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
+	daemon.Env = append(os.Environ(), v.env...)
+	daemon.Stderr = io.Discard
+	if err := daemon.Start(); err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cancel(); daemon.Wait() }) // CommandContext kills it on cancel
+	return daemon.Process.Pid, socket
 }
 
 // benchVariant is one daemon setting to benchmark: config keys added to

@@ -4,10 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -64,24 +60,7 @@ func benchLatency(b *testing.B, variant benchVariant) {
 	)
 	base, srtAddr := e2e.StartSwitcher(b)
 	bin := e2e.Binary(b, "tandem/firmware/cmd/tandem")
-	dir := b.TempDir()
-	socket := filepath.Join(dir, "api.sock")
-	cfgFile := filepath.Join(dir, "tandem.json")
-	extra := variant.configExtra()
-	cfg := fmt.Sprintf(`{"device_id":"lat","state_dir":%q,"api":{"socket":%q,"http":""},
-		"feeds":{"primary":{"dest":"srt://%s"},"fallback":{"dest":"srt://%s"}}%s}`, dir, socket, srtAddr, srtAddr, extra)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
-	daemon.Env = append(os.Environ(), variant.env...)
-	daemon.Stderr = io.Discard
-	if err := daemon.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cancel(); daemon.Wait() }() // CommandContext kills it on cancel
+	_, socket := startBenchDaemon(b, bin, "lat", srtAddr, variant, "")
 
 	offset := func() (int64, bool) {
 		st := e2e.FindStream(e2e.GetStreams(b, base, nil), "live/lat")
