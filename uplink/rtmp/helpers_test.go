@@ -17,29 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"tandem/scripts/logbuf"
 	"tandem/scripts/testenv"
 	"tandem/uplink/h264"
 	"tandem/uplink/media"
 )
 
-// logBuf collects log lines (and echoes them to the test log).
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	t   testing.TB
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuf collects a server's log lines for a test to wait on.
+type logBuf struct{ logbuf.Buffer }
 
 func (l *logBuf) waitFor(t testing.TB, substr string, timeout time.Duration) {
 	t.Helper()

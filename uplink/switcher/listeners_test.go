@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/scripts/e2e"
+	"tandem/scripts/logbuf"
 	"tandem/uplink/icy"
 	"tandem/uplink/srt"
 	"tandem/uplink/switcher"
@@ -372,29 +373,11 @@ func TestListenerSettingsFromEnvironmentAreValidated(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a switcher's log for a test to search.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A listener that connects and never reads fills its socket, is dropped
 // with a log line once a write has blocked for the write timeout, and the
 // stream's other listener plays on undisturbed.
 func TestListenerThatNeverReadsIsDroppedAlone(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	srv := startSwitcherLogging(t, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	addr := srv.HTTPAddr().String()
 	base := "http://" + addr
