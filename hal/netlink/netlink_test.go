@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -115,13 +116,25 @@ type rule struct {
 
 func ipJSON(t testing.TB, lab *netlab.Lab, v any, args ...string) {
 	t.Helper()
-	out, err := exec.Command("ip", append([]string{"-n", lab.AppNS, "-j"}, args...)...).Output()
+	if err := tryIPJSON(lab, v, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryIPJSON runs ip -j in the lab's appliance namespace and decodes its
+// output into v; an error carries what ip printed on stderr.
+func tryIPJSON(lab *netlab.Lab, v any, args ...string) error {
+	var stderr strings.Builder
+	cmd := exec.Command("ip", append([]string{"-n", lab.AppNS, "-j"}, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ip %v: %v", args, err)
+		return fmt.Errorf("ip %v: %v: %s", args, err, strings.TrimSpace(stderr.String()))
 	}
 	if err := json.Unmarshal(out, v); err != nil {
-		t.Fatalf("ip %v: %v: %s", args, err, out)
+		return fmt.Errorf("ip %v: %v: %s", args, err, out)
 	}
+	return nil
 }
 
 func ip(t testing.TB, lab *netlab.Lab, args ...string) {
@@ -135,19 +148,12 @@ func ip(t testing.TB, lab *netlab.Lab, args ...string) {
 // yet (nothing was routed through it) has none.
 func tableRoutes(t testing.TB, lab *netlab.Lab, table string) []route {
 	t.Helper()
-	var stderr strings.Builder
-	cmd := exec.Command("ip", "-n", lab.AppNS, "-j", "route", "show", "table", table)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		if strings.Contains(stderr.String(), "table does not exist") {
+	var rs []route
+	if err := tryIPJSON(lab, &rs, "route", "show", "table", table); err != nil {
+		if strings.Contains(err.Error(), "table does not exist") {
 			return nil
 		}
-		t.Fatalf("ip route show table %s: %v: %s", table, err, stderr.String())
-	}
-	var rs []route
-	if err := json.Unmarshal(out, &rs); err != nil {
-		t.Fatalf("ip route show table %s: %v: %s", table, err, out)
+		t.Fatal(err)
 	}
 	return rs
 }
