@@ -72,7 +72,7 @@ type Config struct {
 	// Hold is how long after a frame's earliest expected arrival the merge
 	// waits for it before taking the other input's frame or filling a hole:
 	// how much later than the other input an input may deliver and still
-	// be heard. The merge adds the inputs' own measured jitter (a sender
+	// be heard. The merge adds the inputs' regular burst spread (a sender
 	// that delivers frames in bursts, one capture block or one packed
 	// message at a time, delivers all but the last of each burst later
 	// than its earliest arrivals), so that bursts do not eat into it.
@@ -296,13 +296,13 @@ type input struct {
 	hasZero bool
 	jitter  [2]time.Duration
 	minLate time.Duration // smallest lateness this window: drift, not jitter
-	// lates are this window's latenesses of at most Hold, and spread the
-	// 90th percentile of them, this window and the last: how late the
-	// input's frames regularly are because it sends in bursts (a capture
-	// block, a packed message). That is added to the hold; rarer late
-	// frames (a link returning) only widen it by the old rule.
+	// lates are this window's latenesses of at most Hold; their 90th
+	// percentile is how late the input's frames regularly are because it
+	// sends in bursts (a capture block, a packed message), and spread is
+	// that of the last window. It is added to the hold; rarer late frames
+	// (a link returning) only widen it to their lateness plus a margin.
 	lates    []time.Duration
-	spread   [2]time.Duration
+	spread   time.Duration
 	slots    []slot
 	counters InputCounters
 
@@ -347,7 +347,7 @@ type Merge struct {
 	winStart  time.Time
 	lastFrame time.Time     // last time any input delivered a frame
 	lastTick  time.Time     // the latest Tick: deadlines up to it are done
-	hold      time.Duration // cfg.Hold plus the inputs' own jitter
+	hold      time.Duration // cfg.Hold plus the inputs' burst spread, or more for late frames
 	inHole    bool
 
 	counters Counters
@@ -761,14 +761,14 @@ func (m *Merge) rollJitter(now time.Time) {
 			in.jitter[0] = max(0, in.jitter[0]-drift)
 		}
 		in.minLate = time.Duration(1 << 62)
-		in.spread[0] = max(0, percentile(in.lates, spreadPercentile)-drift)
+		spread := max(0, percentile(in.lates, spreadPercentile)-drift)
 		in.lates = in.lates[:0]
 		if j := max(in.jitter[0], in.jitter[1]); j > 0 {
 			h = max(h, min(j+jitterMargin, maxHold))
 		}
-		h = max(h, m.cfg.Hold+max(in.spread[0], in.spread[1]))
+		h = max(h, m.cfg.Hold+max(spread, in.spread))
 		in.jitter[1], in.jitter[0] = in.jitter[0], 0
-		in.spread[1], in.spread[0] = in.spread[0], 0
+		in.spread = spread
 	}
 	if d := h - m.hold; d >= time.Millisecond || d <= -time.Millisecond {
 		m.setHold(now, h, "jitter measured over the last windows")
