@@ -224,9 +224,10 @@ func New(cfg Config) (*Sender, error) {
 func (s *Sender) Send(f media.Frame) bool { return s.send(f, false) }
 
 // SendMore is Send for a frame that more frames of the same burst follow
-// at once (the encoder made them from one capture block): over SRT it may
-// wait for them, up to BurstWait, so that they share messages. The
-// burst's last frame goes with Send, which sends what waits.
+// at once (the encoder made them from one capture block): over SRT it
+// waits for them, so that they share messages. The burst's last frame
+// goes with Send, which sends what waits; a burst whose end never comes is
+// sent once it has waited BurstWait, by the next write or check.
 func (s *Sender) SendMore(f media.Frame) bool { return s.send(f, true) }
 
 func (s *Sender) send(f media.Frame, more bool) bool {

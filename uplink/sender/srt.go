@@ -67,8 +67,8 @@ func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, err
 	return x, nil
 }
 
-func (x *srtSession) noteWrite() {
-	now := time.Now()
+// noteWrite dates a write at now.
+func (x *srtSession) noteWrite(now time.Time) {
 	// Resuming after an idle spell: the stall clock starts now, not at the
 	// last acknowledgement before the pause.
 	if x.lastWrite.IsZero() || now.Sub(x.lastWrite) > x.timeout {
@@ -78,27 +78,31 @@ func (x *srtSession) noteWrite() {
 }
 
 func (x *srtSession) writeFrame(f media.Frame, more bool) error {
-	x.noteWrite()
-	if err := x.flushStale(time.Now()); err != nil {
+	now := time.Now()
+	x.noteWrite(now)
+	if err := x.flushStale(now); err != nil {
 		return err
 	}
-	// A refused message is counted by the packer's emit and never reaches
-	// here.
+	// A message libsrt refuses is counted by the packer's emit and never
+	// reaches here.
 	if err := x.mux.WriteFrame(AudioPID, f); err != nil {
 		return err
 	}
-	return x.pack.written(time.Now(), true, more)
+	return x.pack.written(now, true, more)
 }
 
 func (x *srtSession) writeTelemetry(b []byte, pts int64) error {
-	x.noteWrite()
+	now := time.Now()
+	x.noteWrite(now)
 	if err := x.mux.WriteData(telemetry.PID, pts, b); err != nil {
-		if errors.Is(err, srt.ErrSendBufferFull) || errors.Is(err, mpegts.ErrTrack) {
+		// A report the muxer cannot take is lost alone (a message libsrt
+		// refuses never reaches here: the packer's emit counts it).
+		if errors.Is(err, mpegts.ErrTrack) {
 			return fmt.Errorf("%w: %w", errFrameLost, err)
 		}
 		return err
 	}
-	return x.pack.written(time.Now(), false, false)
+	return x.pack.written(now, false, false)
 }
 
 // flushStale sends the frames of a burst whose end never came.
