@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
+	"tandem/scripts/logbuf"
 	"testing"
 	"time"
 )
@@ -236,8 +235,7 @@ func TestSSEEndsWhenLogCloses(t *testing.T) {
 type stuckWriter struct {
 	header http.Header
 	gate   chan struct{}
-	mu     sync.Mutex
-	buf    bytes.Buffer
+	logbuf.Buffer
 }
 
 func (w *stuckWriter) Header() http.Header { return w.header }
@@ -245,15 +243,7 @@ func (w *stuckWriter) WriteHeader(int)     {}
 func (w *stuckWriter) Flush()              {}
 func (w *stuckWriter) Write(p []byte) (int, error) {
 	<-w.gate
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *stuckWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+	return w.Buffer.Write(p)
 }
 
 // A client that stops reading holds neither Append nor anyone else, and
