@@ -39,6 +39,8 @@ func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, err
 		ConnectTimeout: s.cfg.ConnectTimeout,
 		LocalAddr:      s.cfg.LocalAddr,
 		Device:         s.cfg.Device,
+		// The feed never reads: no thread waits in libsrt for it.
+		SendOnly: true,
 	}
 	var conn *srt.Conn
 	err := inNetns(s.cfg.Netns, func() error {

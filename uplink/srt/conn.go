@@ -41,6 +41,7 @@ type Conn struct {
 	streamID string
 	local    *net.UDPAddr
 	remote   *net.UDPAddr
+	sendOnly bool // Options.SendOnly: not in the poller, never read
 
 	done      chan struct{} // closed by Close: releases parked readers
 	closing   atomic.Bool   // set by Close before done is closed
@@ -245,10 +246,15 @@ wait:
 			return fail(&Error{Op: op, Code: code, Text: strerror(code), Reject: reason})
 		}
 	}
+	c := newConn(s, p, opt.StreamID, fromC(&ra))
+	if opt.SendOnly {
+		c.sendOnly = true
+		p.remove(s)
+		return c, nil
+	}
 	// Connected: from now on only IN and ERR matter. OUT would fire on
 	// every ACK that frees send-buffer space. The entry becomes the
 	// Conn's first, so the first IN event is drained into its queue.
-	c := newConn(s, p, opt.StreamID, fromC(&ra))
 	p.setConn(s, c)
 	if err := p.update(s, evIn|evErr); err != nil {
 		return fail(fmt.Errorf("srt dial %s: %w", addr, err))
@@ -306,6 +312,9 @@ func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (int, error) {
 	if len(buf) == 0 {
 		return 0, errors.New("srt read: empty buffer")
 	}
+	if c.sendOnly {
+		return 0, errors.New("srt read: the connection was dialled with Options.SendOnly")
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, fmt.Errorf("srt read: %w", err)
@@ -357,6 +366,14 @@ func (c *Conn) WriteMessage(b []byte) error {
 	leave()
 	c.opMu.RUnlock()
 	if n < 0 {
+		if -n == codeInvSock {
+			// Not closed by us (checked above): libsrt's GC reaped the
+			// socket after the link broke, which it does to a socket no
+			// reader drains (SendOnly) within seconds.
+			e := errCode("write", codeConnLost)
+			e.Text += " (libsrt has already released the broken socket)"
+			return e
+		}
 		return errCode("write", -n)
 	}
 	return nil

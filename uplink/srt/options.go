@@ -30,6 +30,13 @@ type Options struct {
 	// net.core.rmem_max/wmem_max (see KernelBufferCap). A listener that
 	// serves many callers on its one port needs more than a caller does.
 	UDPBuffer int
+	// SendOnly (callers) is for a connection that only sends: once
+	// connected, the socket leaves the poller. libsrt's epoll wait wakes
+	// its thread every 10 ms whatever it waits for, so a process whose
+	// sockets all send (the appliance) then has no thread waiting in
+	// libsrt at all. ReadMessage fails on such a connection; a broken link
+	// shows as the error of the next WriteMessage and in Stats.
+	SendOnly bool
 }
 
 // libsrt option numbers (srt.h SRT_SOCKOPT).

@@ -59,6 +59,9 @@ type poller struct {
 	entries map[C.SRTSOCKET]*pollEntry
 	quit    atomic.Bool
 	done    chan struct{}
+	// wake rouses the poller parked with no socket to wait for (a token
+	// from add or stop).
+	wake chan struct{}
 
 	// The drain buffer (C memory, so libsrt writes into it directly).
 	dr    []C.tsrt_drain
@@ -67,11 +70,12 @@ type poller struct {
 	dconn []*Conn // dconn[i] owns dr[i]
 	dmem  [3]unsafe.Pointer
 
-	// Diagnostics (tests): events dispatched, safety-net drains, safety-
+	// Diagnostics (tests): waits in libsrt, events dispatched, safety-net drains, safety-
 	// net drains that found data (an upper bound on lost edges: a real
 	// event racing with the tick also counts), messages drained, drain
 	// calls, sockets unsubscribed after ERR, and events carrying bits we
 	// did not subscribe to.
+	waits     atomic.Int64
 	events    atomic.Int64
 	pokes     atomic.Int64
 	pokeHits  atomic.Int64
@@ -98,6 +102,7 @@ func startPoller() (*poller, error) {
 		eid:     eid,
 		entries: make(map[C.SRTSOCKET]*pollEntry),
 		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}
 	p.dmem[0] = C.malloc(C.size_t(unsafe.Sizeof(C.tsrt_drain{})) * pollBatch)
 	p.dmem[1] = C.malloc(drainBytes)
@@ -118,6 +123,7 @@ func (p *poller) add(s C.SRTSOCKET, events int, c *Conn) (*pollEntry, error) {
 	p.mu.Lock()
 	p.entries[s] = ent
 	p.mu.Unlock()
+	notify(p.wake)
 	var e C.tsrt_err
 	enter()
 	r := C.tsrt_epoll_add(p.eid, s, C.int(events|evET), &e)
@@ -193,6 +199,7 @@ func (p *poller) remove(s C.SRTSOCKET) {
 // set. Only called by Cleanup with no socket open.
 func (p *poller) stop() {
 	p.quit.Store(true)
+	notify(p.wake)
 	<-p.done
 	C.tsrt_epoll_release(p.eid)
 	for _, m := range p.dmem {
@@ -209,6 +216,17 @@ func (p *poller) run() {
 	var gone, strays []C.SRTSOCKET
 	next := time.Now().Add(pollTick)
 	for !p.quit.Load() {
+		// With nothing subscribed (no socket, or only SendOnly ones) the
+		// poller parks in Go: libsrt's epoll wait would wake its thread
+		// every 10 ms for nothing.
+		p.mu.Lock()
+		idle := len(p.entries) == 0
+		p.mu.Unlock()
+		if idle {
+			<-p.wake
+			next = time.Now().Add(pollTick)
+			continue
+		}
 		// The only place a thread blocks in libsrt for this package. It
 		// waits until the next tick, not less: Go's sysmon takes the P
 		// back from a cgo call blocked for more than 10 ms and then polls
@@ -216,6 +234,7 @@ func (p *poller) run() {
 		// 100 ms wait that was 10 times a second: about 600 wakeups a
 		// second on an idle appliance, a third of its CPU.
 		wait := min(max(time.Until(next), time.Millisecond), pollTick)
+		p.waits.Add(1)
 		n := int(C.tsrt_epoll_wait(p.eid, &evs[0], pollBatch, C.int64_t(wait/time.Millisecond)))
 		// srt_epoll_uwait returns how many sockets are ready, which can
 		// exceed the entries it filled: the rest come on the next wait.
@@ -379,7 +398,7 @@ func (p *poller) tick() {
 
 // pollDiag is a snapshot of the poller's counters (tests, debugging).
 type pollDiag struct {
-	Events, Pokes, PokeHits, Msgs, Drains, WaitFails, ErrDrops, Strays int64
+	Waits, Events, Pokes, PokeHits, Msgs, Drains, WaitFails, ErrDrops, Strays int64
 }
 
 func diagnostics() pollDiag {
@@ -389,6 +408,6 @@ func diagnostics() pollDiag {
 	if p == nil {
 		return pollDiag{}
 	}
-	return pollDiag{p.events.Load(), p.pokes.Load(), p.pokeHits.Load(), p.msgs.Load(), p.drains.Load(),
+	return pollDiag{p.waits.Load(), p.events.Load(), p.pokes.Load(), p.pokeHits.Load(), p.msgs.Load(), p.drains.Load(),
 		p.waitFails.Load(), p.errDrops.Load(), p.strays.Load()}
 }

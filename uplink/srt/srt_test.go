@@ -569,3 +569,61 @@ func TestCleanupBusy(t *testing.T) {
 		t.Fatalf("after restart: %q %v", buf[:k], err)
 	}
 }
+
+// A SendOnly caller sends like any other, cannot be read, keeps no thread
+// waiting in libsrt once it is the only socket left, and still learns of
+// a peer that went away on its next writes.
+func TestSendOnly(t *testing.T) {
+	l := listen(t, ListenConfig{})
+	ch := acceptOne(t, l)
+	c := dial(t, l.Addr().String(), Options{SendOnly: true})
+	s := getConn(t, ch)
+
+	for i := range 20 {
+		if err := c.WriteMessage(message(i, messageSize(i))); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	buf := make([]byte, ReadBufferSize)
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		n, err := s.ReadMessage(ctx, buf)
+		cancel()
+		if err != nil {
+			t.Fatalf("listener side, message %d: %v", i, err)
+		}
+		if err := checkMessage(buf[:n], i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.ReadMessage(context.Background(), buf); err == nil || !strings.Contains(err.Error(), "SendOnly") {
+		t.Errorf("ReadMessage on a SendOnly connection: %v, want an error naming SendOnly", err)
+	}
+	if st := c.Stats(); st.PktSent < 20 || st.Stale {
+		t.Errorf("stats of a SendOnly connection: %d packets sent, stale %v; want >= 20, fresh", st.PktSent, st.Stale)
+	}
+
+	// The listener and its connection go: c is the poller's last socket,
+	// and it is not subscribed, so the poller stops waiting in libsrt.
+	s.Close()
+	l.Close()
+	time.Sleep(pollTick + 100*time.Millisecond) // a wait in progress ends within its tick
+	w0 := diagnostics().Waits
+	time.Sleep(pollTick + 200*time.Millisecond)
+	if w := diagnostics().Waits - w0; w > 0 {
+		t.Errorf("the poller waited in libsrt %d times in %v with only a SendOnly socket open, want none", w, pollTick+200*time.Millisecond)
+	}
+
+	// The peer closed: writes fail with ErrConnectionLost soon.
+	deadline := time.Now().Add(7 * time.Second)
+	for {
+		err := c.WriteMessage([]byte("anyone there?"))
+		if errors.Is(err, ErrConnectionLost) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes to a closed peer still return %v after 7 s, want ErrConnectionLost", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

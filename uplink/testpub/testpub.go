@@ -221,7 +221,7 @@ func (p *Publisher) send(ctx context.Context, feed Feed, frames <-chan media.Fra
 			dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			c, err := srt.Dial(dctx, p.cfg.Addr, srt.Options{
 				Latency: p.cfg.Latency, StreamID: id.String(), Passphrase: p.cfg.Passphrase,
-				LocalAddr: feed.LocalAddr, ConnectTimeout: 3 * time.Second,
+				LocalAddr: feed.LocalAddr, ConnectTimeout: 3 * time.Second, SendOnly: true,
 			})
 			cancel()
 			if err != nil {
