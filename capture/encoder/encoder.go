@@ -12,12 +12,10 @@
 package encoder
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -96,7 +94,7 @@ type Encoder struct {
 	stats Stats
 
 	// lastIdx is the index of the last frame handed to out, per session;
-	// only the current process's reader touches it.
+	// only Run's goroutine touches it.
 	lastIdx     int64
 	lastSession string
 	haveLast    bool
@@ -150,9 +148,10 @@ func (e *Encoder) update(f func(*Stats)) {
 type Out func(f media.Frame, more bool)
 
 // Run encodes blocks and calls out with each frame, in PTS order, from
-// one goroutine at a time; out must not block for long (hand the frame to
-// a buffered queue): a stalled reader stalls ffmpeg, and a stalled ffmpeg
-// is killed and restarted. Frames are stamped PTS = DTS =
+// Run's goroutine, a few milliseconds after the block that completes the
+// frame (see collect); out must not block for long (hand the frame to a
+// buffered queue): Run writes the next blocks to ffmpeg on the same
+// goroutine. Frames are stamped PTS = DTS =
 // Config().FramePTS(index/1024) on the session's timeline, not reduced to
 // 33 bits (muxers do that). If ffmpeg dies it is restarted with the next
 // block on the same timeline, from the next 1024-sample boundary; nothing
@@ -170,13 +169,16 @@ func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out Out)
 		e.update(func(s *Stats) { s.State, s.LastError = StateFailed, err.Error() })
 		return err
 	}
-	r := &run{e: e, ctx: ctx, out: out}
+	r := &run{e: e, ctx: ctx, out: out, delay: initialGatherDelay}
 	defer func() {
 		r.stop()
 		e.update(func(s *Stats) { s.State, s.PID = StateStopped, 0 })
 	}()
 	watch := time.NewTicker(500 * time.Millisecond)
 	defer watch.Stop()
+	r.gather = time.NewTimer(time.Hour)
+	r.gather.Stop()
+	defer r.gather.Stop()
 	for {
 		var died <-chan struct{}
 		if r.p != nil {
@@ -189,6 +191,9 @@ func (e *Encoder) Run(ctx context.Context, blocks <-chan capture.Block, out Out)
 			r.died()
 		case <-watch.C:
 			r.watchdog()
+		case <-r.gather.C:
+			r.gatherArmed = false
+			r.collect()
 		case b, ok := <-blocks:
 			if !ok {
 				r.drain(5 * time.Second)
@@ -217,6 +222,13 @@ type run struct {
 	quickDeaths int       // processes in a row that died young
 	notBefore   time.Time // backoff: no start before this
 	badFormat   bool      // the last block did not fit the profile
+
+	// gather fires when the frames of the last write should all be out
+	// (see collect).
+	gather      *time.Timer
+	gatherArmed bool
+	delay       time.Duration // from a write to the first look at its frames
+	retries     int           // looks since the last write that found the burst unfinished
 }
 
 func (r *run) feed(b capture.Block) {
@@ -275,13 +287,37 @@ func (r *run) feed(b capture.Block) {
 	}
 	if r.send(samples, int64(len(samples))/ch) {
 		r.p.lastIn = time.Now()
+		r.retries = 0
+		r.armGather(r.delay)
 	}
+}
+
+// How long after a write its frames are read (see collect): the delay
+// adapts between minGatherDelay and maxGatherDelay, a step longer each
+// time the burst was not finished at the first look and a tenth of a step
+// shorter each time it was, so about one look in ten needs another. A
+// look that finds the burst unfinished looks again after gatherRetry,
+// doubling up to 16 times that until the next write.
+const (
+	initialGatherDelay = 5 * time.Millisecond
+	minGatherDelay     = 2 * time.Millisecond
+	maxGatherDelay     = 20 * time.Millisecond
+	gatherStep         = time.Millisecond
+	gatherRetry        = 2 * time.Millisecond
+)
+
+func (r *run) armGather(d time.Duration) {
+	if r.gatherArmed {
+		return
+	}
+	r.gatherArmed = true
+	r.gather.Reset(d)
 }
 
 // send writes PCM to the current ffmpeg's stdin. Run's goroutine writes
 // itself: handing each block to a writer goroutine cost a thread wake-up
 // per block and feed, a large part of the daemon's CPU. The pipe holds
-// about 16 blocks; a write that finds it full (a burst of silence after a
+// 64 KiB (340 ms of 48 kHz stereo); a write that finds it full (a burst of silence after a
 // stall, a slow ffmpeg) waits, and an ffmpeg that takes no input for
 // stallAt is killed and restarted. ctx ending releases a waiting write.
 func (r *run) send(samples []int16, frames int64) bool {
@@ -296,7 +332,7 @@ func (r *run) send(samples []int16, frames int64) bool {
 	if r.ctx.Err() != nil {
 		return false
 	}
-	p.fed.Store(p.next + frames)
+	p.fed = p.next + frames
 	_, err := p.stdin.Write(r.pcm)
 	switch {
 	case err == nil:
@@ -360,7 +396,7 @@ func (r *run) preroll(b capture.Block, start int64) []int16 {
 // frames before index sendFrom are pre-roll and are not sent.
 func (r *run) start(session string, launchAt, sendFrom int64) bool {
 	e := r.e
-	p, err := e.launch(r.ctx, session, launchAt, r.out)
+	p, err := e.launch(r.ctx, session, launchAt)
 	if p != nil {
 		p.sendFrom = sendFrom / e.fs
 	}
@@ -388,8 +424,10 @@ func (r *run) start(session string, launchAt, sendFrom int64) bool {
 func (r *run) died() {
 	e := r.e
 	p := r.p
+	r.collect() // what it wrote before it exited still goes out
 	r.p = nil
 	p.closeInput()
+	p.closeOutput()
 	err := p.exitErr()
 	lived := time.Since(p.started)
 	if lived < 5*time.Second {
@@ -430,7 +468,7 @@ func (r *run) watchdog() {
 	if p == nil {
 		return
 	}
-	last := time.Unix(0, p.lastOut.Load())
+	last := p.lastOut
 	if time.Since(last) < r.e.stallAt || time.Since(p.lastIn) > time.Second {
 		return
 	}
@@ -450,6 +488,7 @@ func (r *run) stop() {
 	p.cmd.Process.Kill()
 	p.closeInput()
 	<-p.done
+	p.closeOutput()
 }
 
 // drain ends the input and lets ffmpeg flush its last frames, waiting at
@@ -459,19 +498,31 @@ func (r *run) drain(max time.Duration) {
 	if p == nil {
 		return
 	}
-	r.p = nil
 	p.closeInput()
 	t := time.NewTimer(max)
 	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-r.ctx.Done():
-		p.cmd.Process.Kill()
-		<-p.done
-	case <-t.C:
-		p.cmd.Process.Kill()
-		<-p.done
+	poll := time.NewTicker(gatherRetry)
+	defer poll.Stop()
+wait:
+	for {
+		select {
+		case <-p.done:
+			break wait
+		case <-poll.C:
+			r.collect()
+		case <-r.ctx.Done():
+			p.cmd.Process.Kill()
+			<-p.done
+			break wait
+		case <-t.C:
+			p.cmd.Process.Kill()
+			<-p.done
+			break wait
+		}
 	}
+	r.collect()
+	r.p = nil
+	p.closeOutput()
 }
 
 // proc is one ffmpeg process.
@@ -483,23 +534,34 @@ type proc struct {
 	// sendFrom is the first frame index sent: earlier ones are pre-roll.
 	sendFrom int64
 	next     int64 // index after the last frame queued
-	// fed is next as the reader may see it: set before each write, so a
-	// frame ffmpeg makes from that write never finds it behind.
-	fed     atomic.Int64
+	// fed is next including the write in progress: a frame ffmpeg makes
+	// from that write never finds it behind.
+	fed     int64
 	started time.Time
 	stdin   *os.File // ffmpeg's input, written by Run's goroutine only
 	// releaseWrites undoes the hook that ends a waiting write when Run's
 	// ctx ends.
 	releaseWrites func() bool
 	lastIn        time.Time     // when Run last wrote PCM (Run's goroutine only)
-	done          chan struct{} // closed once the process has exited and its output is read
+	done          chan struct{} // closed once the process has exited
 	stderr        *limitedBuffer
-	lastOut       atomic.Int64 // unix ns of the last frame out (or of the start)
+	lastOut       time.Time // the last frame out (or the start)
+
+	// ffmpeg's output: a non-blocking pipe that Go's poller does not
+	// watch (see collect), the bytes of a frame not complete yet, and how
+	// the frames read so far are stamped.
+	outFD   int
+	outBuf  []byte
+	outEnd  bool  // EOF or a read error seen
+	readErr error // a failed read, or output that is not ADTS
+	frameK  int64 // frames read so far, the priming frame included
+	lag     lagTracker
+	warned  bool
 
 	mu       sync.Mutex
 	reason   error // why Run killed it
 	writeErr error // the first failed write of PCM
-	err      error // how it ended, set before done is closed
+	waitErr  error // the process's exit status, set before done is closed
 }
 
 // closeInput ends ffmpeg's input (it then flushes and exits).
@@ -517,13 +579,7 @@ func (p *proc) fail(err error) {
 	}
 }
 
-func (p *proc) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-func (e *Encoder) launch(ctx context.Context, session string, start int64, out Out) (*proc, error) {
+func (e *Encoder) launch(ctx context.Context, session string, start int64) (*proc, error) {
 	f := e.p.Format
 	// -probesize/-analyzeduration: raw PCM needs no probing, and with the
 	// defaults ffmpeg buffers about a second of input before its first
@@ -540,88 +596,190 @@ func (e *Encoder) launch(ctx context.Context, session string, start int64, out O
 		return nil, fmt.Errorf("encoder %s: stdin pipe: %w", e.name, err)
 	}
 	cmd.Stdin = stdinR
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
+	// The output pipe's read end stays a bare descriptor: registered with
+	// Go's poller, every frame ffmpeg writes would wake a thread (see
+	// collect).
+	var outFDs [2]int
+	if err := syscall.Pipe2(outFDs[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		stdinR.Close()
 		stdin.Close()
-		return nil, fmt.Errorf("encoder %s: %w", e.name, err)
+		return nil, fmt.Errorf("encoder %s: stdout pipe: %w", e.name, err)
 	}
-	p := &proc{cmd: cmd, session: session, start: start, next: start, started: time.Now(),
-		stdin: stdin, done: make(chan struct{}), stderr: &limitedBuffer{max: 2048}}
+	stdoutW := os.NewFile(uintptr(outFDs[1]), "ffmpeg stdout")
+	// The child's end blocks: ffmpeg expects that of its output.
+	if err := syscall.SetNonblock(outFDs[1], false); err != nil {
+		stdinR.Close()
+		stdin.Close()
+		stdoutW.Close()
+		syscall.Close(outFDs[0])
+		return nil, fmt.Errorf("encoder %s: stdout pipe: %w", e.name, err)
+	}
+	cmd.Stdout = stdoutW
+	p := &proc{cmd: cmd, session: session, start: start, next: start, fed: start, started: time.Now(),
+		stdin: stdin, done: make(chan struct{}), stderr: &limitedBuffer{max: 2048},
+		outFD: outFDs[0], outBuf: make([]byte, 0, 16<<10)}
 	cmd.Stderr = p.stderr
 	err = cmd.Start()
-	stdinR.Close() // the child has its copy
+	stdinR.Close() // the child has its copies
+	stdoutW.Close()
 	if err != nil {
 		stdin.Close()
+		syscall.Close(p.outFD)
 		return nil, fmt.Errorf("encoder %s: start %s: %w", e.name, e.ffmpeg, err)
 	}
 	p.releaseWrites = context.AfterFunc(ctx, func() { stdin.SetWriteDeadline(time.Unix(1, 0)) })
 	p.pid = cmd.Process.Pid
-	p.lastOut.Store(p.started.UnixNano())
+	p.lastOut = p.started
 	p.lastIn = p.started
 	if !e.haveLast || session != e.lastSession {
 		e.haveLast, e.lastSession, e.lastIdx = true, session, start/e.fs-1
 	}
-	go func() { // reader, then reaper
-		readErr := e.read(p, stdout, out)
+	go func() { // reaper
 		werr := cmd.Wait()
-		var err error
-		msg := strings.TrimSpace(p.stderr.String())
 		p.mu.Lock()
-		defer p.mu.Unlock()
-		switch {
-		case p.reason != nil:
-			err = p.reason
-		case werr != nil && msg != "":
-			err = fmt.Errorf("ffmpeg exited: %v: %s", werr, msg)
-		case werr != nil:
-			err = fmt.Errorf("ffmpeg exited: %w", werr)
-		case readErr != nil && !errors.Is(readErr, io.EOF):
-			err = fmt.Errorf("reading ffmpeg's output: %w", readErr)
-		case p.writeErr != nil:
-			err = fmt.Errorf("ffmpeg exited: %w", p.writeErr)
-		default:
-			err = errors.New("ffmpeg exited")
-		}
-		p.err = err
+		p.waitErr = werr
+		p.mu.Unlock()
 		close(p.done)
 	}()
 	return p, nil
 }
 
-// read stamps and delivers p's frames until its output ends.
-func (e *Encoder) read(p *proc, stdout io.Reader, out Out) error {
-	rd := adts.NewReader(bufio.NewReaderSize(stdout, 16<<10))
-	// Frame k of the process covers capture samples start+(k−1)·1024: the
-	// first frame is the encoder's priming and is not sent.
-	first := p.start/e.fs - 1
-	warned := false
-	var lag lagTracker
-	for k := int64(0); ; k++ {
-		h, payload, err := rd.ReadFrame()
-		if err != nil {
-			return err
+// exitErr says how the process ended; Run calls it once done is closed
+// and the output is read.
+func (p *proc) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msg := strings.TrimSpace(p.stderr.String())
+	switch {
+	case p.reason != nil:
+		return p.reason
+	case p.waitErr != nil && msg != "":
+		return fmt.Errorf("ffmpeg exited: %v: %s", p.waitErr, msg)
+	case p.waitErr != nil:
+		return fmt.Errorf("ffmpeg exited: %w", p.waitErr)
+	case p.readErr != nil:
+		return fmt.Errorf("reading ffmpeg's output: %w", p.readErr)
+	case p.writeErr != nil:
+		return fmt.Errorf("ffmpeg exited: %w", p.writeErr)
+	}
+	return errors.New("ffmpeg exited")
+}
+
+// closeOutput releases the output pipe once the process is gone.
+func (p *proc) closeOutput() {
+	if p.outFD >= 0 {
+		syscall.Close(p.outFD)
+		p.outFD = -1
+	}
+}
+
+// collect reads what the current ffmpeg has written and delivers its whole
+// frames. Run's goroutine calls it a gather delay after each write, not when
+// the data arrives: ffmpeg writes each frame of a block as soon as it is
+// encoded, and waking for each cost a thread wake-up and a round of Go's
+// sysmon per frame, the largest share of the daemon's CPU. If the lag
+// says the burst is not finished, it looks again after gatherRetry, a few
+// times at most; the watchdog deals with an ffmpeg that stops.
+func (r *run) collect() {
+	p := r.p
+	if p == nil || p.outEnd {
+		return
+	}
+	for {
+		if len(p.outBuf) == cap(p.outBuf) {
+			p.outBuf = append(p.outBuf, make([]byte, cap(p.outBuf))...)[:len(p.outBuf)]
 		}
-		p.lastOut.Store(time.Now().UnixNano())
-		if k == 0 {
+		room := p.outBuf[len(p.outBuf):cap(p.outBuf)]
+		n, err := syscall.Read(p.outFD, room)
+		if err == syscall.EINTR {
 			continue
 		}
-		idx := first + k
-		if idx <= e.lastIdx || idx < p.sendFrom {
-			continue // never a timestamp twice; pre-roll is not sent
-		}
-		if h.Config.SampleRate != e.cfg.SampleRate || h.Config.Channels != e.cfg.Channels {
-			if !warned {
-				warned = true
-				e.log.Error("ffmpeg produced another format than asked", "got", h.Config, "want", e.cfg)
+		if n > 0 {
+			p.outBuf = p.outBuf[:len(p.outBuf)+n]
+			if n == len(room) {
+				continue // maybe more
 			}
+			break
 		}
-		e.lastIdx = idx
-		pts := e.cfg.FramePTS(idx)
-		e.frames.Add(1)
-		more := !lag.isLast(time.Now(), p.fed.Load()/e.fs-idx)
-		out(media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: append([]byte(nil), payload...)}, more)
+		if err == syscall.EAGAIN {
+			break
+		}
+		p.outEnd = true // EOF, or a failed read
+		if err != nil {
+			p.mu.Lock()
+			p.readErr = err
+			p.mu.Unlock()
+		}
+		break
 	}
+	frames, rest, err := adts.Split(p.outBuf)
+	more := false
+	for _, fr := range frames {
+		more = r.deliver(p, fr)
+	}
+	p.outBuf = p.outBuf[:copy(p.outBuf, rest)]
+	if err != nil && !p.outEnd {
+		err = fmt.Errorf("ffmpeg's output is not ADTS: %w", err)
+		r.e.log.Error("killing ffmpeg", "err", err)
+		p.outEnd = true
+		p.mu.Lock()
+		p.readErr = err
+		p.mu.Unlock()
+		p.fail(err)
+		p.cmd.Process.Kill()
+		return
+	}
+	if p.outEnd {
+		return
+	}
+	if len(frames) > 0 && !more {
+		// The burst is out. Found at the first look: try a little sooner
+		// next time.
+		if r.retries == 0 {
+			r.delay = max(r.delay-gatherStep/10, minGatherDelay)
+		}
+		return
+	}
+	if len(frames) > 0 && r.retries == 0 {
+		r.delay = min(r.delay+gatherStep, maxGatherDelay)
+	}
+	r.armGather(gatherRetry << min(r.retries, 4))
+	r.retries++
+}
+
+// deliver stamps one ADTS frame (header included) of p and hands it out.
+// It reports whether more frames of the same burst are to come.
+func (r *run) deliver(p *proc, frame []byte) bool {
+	e := r.e
+	h, err := adts.ParseHeader(frame)
+	if err != nil {
+		return false // Split parsed it already
+	}
+	now := time.Now()
+	p.lastOut = now
+	k := p.frameK
+	p.frameK++
+	// Frame k of the process covers capture samples start+(k−1)·1024: the
+	// first frame is the encoder's priming and is not sent.
+	if k == 0 {
+		return true
+	}
+	idx := p.start/e.fs - 1 + k
+	if idx <= e.lastIdx || idx < p.sendFrom {
+		return true // never a timestamp twice; pre-roll is not sent
+	}
+	if h.Config.SampleRate != e.cfg.SampleRate || h.Config.Channels != e.cfg.Channels {
+		if !p.warned {
+			p.warned = true
+			e.log.Error("ffmpeg produced another format than asked", "got", h.Config, "want", e.cfg)
+		}
+	}
+	e.lastIdx = idx
+	pts := e.cfg.FramePTS(idx)
+	e.frames.Add(1)
+	more := !p.lag.isLast(now, p.fed/e.fs-idx)
+	r.out(media.Frame{Kind: media.KindAudio, PTS: pts, DTS: pts, Key: true, Data: append([]byte(nil), frame[h.HeaderLength:]...)}, more)
+	return more
 }
 
 // lagTracker tells the last frame of a burst. A frame's lag is how many

@@ -511,3 +511,27 @@ func TestBurstEnds(t *testing.T) {
 		}
 	}
 }
+
+// An "ffmpeg" whose output is not ADTS is killed and restarted, and the
+// error says what was wrong; nothing it wrote goes out as a frame.
+func TestOutputNotADTS(t *testing.T) {
+	fake := t.TempDir() + "/ffmpeg"
+	script := "#!/bin/sh\n# consumes its input and answers with text\nwhile read -r line; do :; done &\nwhile :; do echo 'this is not ADTS'; sleep 0.05; done\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := capture.Format{SampleRate: 48000, Channels: 2}
+	e := encoder.New("primary", encoder.Profile{Codec: media.CodecAAC, Bitrate: 128000, Format: f}, fake, testLog(t))
+	c := startCapture(t, capture.NewTone(f, 440, -12))
+	s := &sink{}
+	stop := runEncoder(t, c, e, s)
+	waitFor(t, 5*time.Second, "a restart after output that is not ADTS", func() bool { return e.Stats().Restarts >= 1 })
+	stop()
+	st := e.Stats()
+	if !strings.Contains(st.LastError, "not ADTS") {
+		t.Errorf("last error %q, want one saying the output is not ADTS", st.LastError)
+	}
+	if n := len(s.get()); n != 0 {
+		t.Errorf("%d frames went out from output that is not ADTS", n)
+	}
+}
