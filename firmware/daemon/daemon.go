@@ -1,10 +1,8 @@
-// Package daemon runs the appliance: `tandem run` calls Run.
-//
-// This is the foundation stub: it opens the state store (moving a corrupt
-// one aside), records start, config and stop events, and serves the local
-// API with the configured feeds and links in state "not started" until ctx
-// ends. The supervisor that runs capture, encoders and senders replaces
-// Run's body and provides the real api.Provider.
+// Package daemon runs the appliance: `tandem run` calls Run. Run opens
+// the state store (moving a corrupt one aside), records start, config and
+// stop events, and runs the supervisor (capture clock, one encoder and
+// sender per feed, policy routing, in-band telemetry) behind the local API
+// until ctx ends.
 package daemon
 
 import (

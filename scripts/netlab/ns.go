@@ -4,17 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
+	"tandem/hal/netns"
 )
 
 // nsName resolves a namespace argument: the lab's AppNS or CloudNS, or the
@@ -42,43 +39,9 @@ func (l *Lab) Do(ns string, fn func() error) error {
 	return doInNS(name, fn)
 }
 
-// doInNS runs fn on a locked OS thread switched into the named namespace, then
-// switches the thread back. If switching back fails the thread stays locked and
-// the runtime discards it when the goroutine ends, so no goroutine ever runs in
-// the wrong namespace by accident. (Since Go 1.10 the runtime does not start new
-// threads from a locked one, so the namespace does not leak into them either.)
+// doInNS runs fn on a thread switched into the named namespace.
 func doInNS(name string, fn func() error) error {
-	target, err := unix.Open(filepath.Join(netnsDir, name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("netlab: open netns %s: %w", name, err)
-	}
-	defer unix.Close(target)
-
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netlab: open current netns: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netlab: setns %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Stay locked: the thread dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("netlab: restore netns after %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netns.Do(filepath.Join(netnsDir, name), fn)
 }
 
 // Command returns a command that runs name inside namespace ns (AppNS, CloudNS,

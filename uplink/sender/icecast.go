@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"tandem/hal/netns"
 	"tandem/uplink/adts"
 	"tandem/uplink/media"
 )
@@ -94,7 +95,7 @@ func (s *Sender) dialIcecast(ctx context.Context, addr netip.AddrPort) (session,
 		return err
 	}
 	var nc net.Conn
-	err := inNetns(s.cfg.Netns, func() error {
+	err := netns.Do(s.cfg.Netns, func() error {
 		var err error
 		nc, err = d.DialContext(ctx, "tcp", addr.String())
 		return err

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"tandem/hal/netns"
 	"tandem/uplink/media"
 	"tandem/uplink/mpegts"
 	"tandem/uplink/srt"
@@ -43,7 +44,7 @@ func (s *Sender) dialSRT(ctx context.Context, addr netip.AddrPort) (session, err
 		SendOnly: true,
 	}
 	var conn *srt.Conn
-	err := inNetns(s.cfg.Netns, func() error {
+	err := netns.Do(s.cfg.Netns, func() error {
 		var err error
 		conn, err = srt.Dial(ctx, addr.String(), opt)
 		return err

@@ -1,4 +1,6 @@
-package sender
+// Package netns runs code inside a Linux network namespace: the appliance's
+// sender when a feed's link lives in one, and the two-ISP test lab.
+package netns
 
 import (
 	"errors"
@@ -8,12 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on an OS thread switched into the network namespace at
-// path ("" = just call fn). Sockets fn opens stay in that namespace for
-// their whole life, whichever thread uses them later; so do threads that C
-// code called from fn starts (libsrt's workers). If the thread cannot be
-// switched back it stays locked and the runtime discards it.
-func inNetns(path string, fn func() error) error {
+// Do runs fn on an OS thread switched into the network namespace at path
+// (e.g. /run/netns/<name>; "" = just call fn) and returns fn's error.
+// Sockets fn opens stay in that namespace for their whole life, whichever
+// thread uses them later; so do threads that C code called from fn starts
+// (libsrt's workers). Goroutines fn starts do not run in it (the runtime
+// starts no thread from a locked one). fn runs on a goroutine of its own:
+// a test's fn must not call t.Fatal. If the thread cannot be switched
+// back it stays locked and the runtime discards it when the goroutine
+// ends, so nothing else ever runs in the wrong namespace.
+func Do(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
