@@ -93,6 +93,12 @@ type Config struct {
 	// (default 100 ms); it doubles up to MaxReopenBackoff (default 5 s).
 	ReopenBackoff    time.Duration
 	MaxReopenBackoff time.Duration
+	// OnSilence, if set, is called from Run's goroutine when every
+	// channel falls under SilenceDBFS (silent true) and when sound returns
+	// (false), right after the block that shows it is published: telemetry
+	// can report the change at once instead of at its next tick. It must
+	// not block.
+	OnSilence func(silent bool)
 }
 
 // States of a Capture.
@@ -515,6 +521,15 @@ func (r *runner) emit(captured time.Time, filled bool) {
 	r.acc = r.acc[:0]
 	b := Block{Index: r.next - int64(frames), Samples: samples, Format: r.format, Captured: captured, Filled: filled}
 	c := r.c
+	if changed, silent := c.publish(b, r.next); changed && c.cfg.OnSilence != nil {
+		c.cfg.OnSilence(silent)
+	}
+}
+
+// publish measures b, hands it to every subscriber and reports whether
+// the silence state changed with it.
+func (c *Capture) publish(b Block, next int64) (changed, silent bool) {
+	samples := b.Samples
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b.Session = c.session.ID
@@ -530,6 +545,7 @@ func (r *runner) emit(captured time.Time, filled bool) {
 			quiet = false
 		}
 	}
+	was := c.silent
 	switch {
 	case quiet && !c.silent:
 		c.silent, c.silentAt = true, b.Index
@@ -537,7 +553,7 @@ func (r *runner) emit(captured time.Time, filled bool) {
 		c.silent = false
 	}
 	c.stats.Blocks++
-	c.stats.Index = r.next
+	c.stats.Index = next
 	for s := range c.subs {
 		select {
 		case s.ch <- b:
@@ -554,6 +570,7 @@ func (r *runner) emit(captured time.Time, filled bool) {
 		default:
 		}
 	}
+	return was != c.silent, c.silent
 }
 
 // gap runs the timeline on silence until a reopen succeeds (r.src set)

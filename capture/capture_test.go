@@ -559,3 +559,52 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// OnSilence reports each change between sound and silence once, with the
+// block that shows it, so telemetry can tell the switcher at once.
+func TestOnSilence(t *testing.T) {
+	// Blocks 0-9 tone, 10-29 silence, 30-39 tone again, then nothing.
+	tone := capture.NewToneAt(f48, 1000, -20, time.Now())
+	var block atomic.Int64
+	src := &audio.Fake{FakeFormat: f48, ReadFunc: func(ctx context.Context, buf []int16) (int, error) {
+		n := block.Add(1) - 1
+		if n >= 40 {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+		frames, err := tone.Read(ctx, buf)
+		if n >= 10 && n < 30 {
+			clear(buf)
+		}
+		return frames, err
+	}}
+	type change struct {
+		silent bool
+		index  int64 // the capture's index when it was reported
+	}
+	var mu sync.Mutex
+	var changes []change
+	var c *capture.Capture
+	c = capture.New(src, capture.Config{Log: testLog(t), OnSilence: func(silent bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes = append(changes, change{silent, c.Stats().Index})
+	}})
+	stop := runCapture(t, c)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Blocks < 40 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []change{{true, 11 * 1024}, {false, 31 * 1024}}
+	if len(changes) != len(want) {
+		t.Fatalf("changes %+v, want %+v", changes, want)
+	}
+	for i := range want {
+		if changes[i] != want[i] {
+			t.Errorf("change %d: %+v, want %+v (reported with the block that shows it)", i, changes[i], want[i])
+		}
+	}
+}

@@ -48,6 +48,10 @@ type supervisor struct {
 	feeds  []*feed
 	router netlink.Router
 
+	// silenceChanged asks watch for a telemetry report now: the input
+	// went silent or sound came back (capacity 1).
+	silenceChanged chan struct{}
+
 	mu         sync.Mutex
 	linkStates map[string]netlink.LinkState
 	capFails   int64
@@ -55,7 +59,8 @@ type supervisor struct {
 }
 
 func newSupervisor(ctx context.Context, cfg config.Config, st *state.Store, log *slog.Logger) (*supervisor, error) {
-	s := &supervisor{cfg: cfg, log: log, st: st, started: time.Now(), linkStates: map[string]netlink.LinkState{}}
+	s := &supervisor{cfg: cfg, log: log, st: st, started: time.Now(), linkStates: map[string]netlink.LinkState{},
+		silenceChanged: make(chan struct{}, 1)}
 	format := capture.Format{SampleRate: cfg.Feeds.Primary.SampleRate, Channels: cfg.Feeds.Primary.Channels}
 
 	// Feeds first: a config that cannot encode is refused before anything starts.
@@ -76,7 +81,13 @@ func newSupervisor(ctx context.Context, cfg config.Config, st *state.Store, log 
 		s.record(state.KindCaptureReopen, "source", fmt.Sprintf("capture device unavailable at start, retrying: %v", err))
 		src = nil
 	}
-	s.cap = capture.New(src, capture.Config{BlockFrames: cfg.Source.BlockFrames, Reopen: reopen, Format: format, Log: log.With("component", "capture")})
+	s.cap = capture.New(src, capture.Config{BlockFrames: cfg.Source.BlockFrames, Reopen: reopen, Format: format, Log: log.With("component", "capture"),
+		OnSilence: func(bool) {
+			select {
+			case s.silenceChanged <- struct{}{}:
+			default:
+			}
+		}})
 	session := s.cap.Session().ID
 
 	if cfg.PolicyRoutingEnabled() {
@@ -230,7 +241,10 @@ func (s *supervisor) watchLinks(ctx context.Context) {
 }
 
 // watch samples the components once a second: encoder restarts and
-// capture failures become events, and telemetry goes out in-band.
+// capture failures become events, and telemetry goes out in-band. A
+// change between sound and silence is reported at once: the switcher
+// dates a silence's onset from silent_ms, but sees its end only when a
+// report says so.
 func (s *supervisor) watch(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -239,6 +253,9 @@ func (s *supervisor) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.silenceChanged:
+			s.report(s.cap.Stats())
+			continue
 		}
 		cs := s.cap.Stats()
 		s.mu.Lock()
@@ -257,15 +274,23 @@ func (s *supervisor) watch(ctx context.Context) {
 				f.lastRst = es.Restarts
 				s.record(state.KindEncoderRestart, "feed "+f.role, fmt.Sprintf("encoder restarted (%d so far): %s", es.Restarts, es.LastError))
 			}
-			ss := f.snd.Stats()
-			rep := telemetry.Report{Feed: f.role, SilentMs: cs.SilentFor.Milliseconds(), Encoder: es.State,
-				EncoderRestarts: es.Restarts, Capture: cs.State,
-				Link: telemetry.LinkStatus{Name: f.cfg.Link, Up: ss.State == "connected", RTTms: float64(ss.RTT) / float64(time.Millisecond), Reconnects: ss.Reconnects}}
-			for i := range cs.Levels.PeakDBFS {
-				rep.Levels = append(rep.Levels, telemetry.ChannelLevel{PeakDBFS: cs.Levels.PeakDBFS[i], RMSDBFS: cs.Levels.RMSDBFS[i]})
-			}
-			f.snd.SendTelemetry(rep)
 		}
+		s.report(cs)
+	}
+}
+
+// report sends each feed's telemetry: levels and silence from cs, the
+// feed's encoder and link.
+func (s *supervisor) report(cs capture.Stats) {
+	for _, f := range s.feeds {
+		es, ss := f.enc.Stats(), f.snd.Stats()
+		rep := telemetry.Report{Feed: f.role, SilentMs: cs.SilentFor.Milliseconds(), Encoder: es.State,
+			EncoderRestarts: es.Restarts, Capture: cs.State,
+			Link: telemetry.LinkStatus{Name: f.cfg.Link, Up: ss.State == "connected", RTTms: float64(ss.RTT) / float64(time.Millisecond), Reconnects: ss.Reconnects}}
+		for i := range cs.Levels.PeakDBFS {
+			rep.Levels = append(rep.Levels, telemetry.ChannelLevel{PeakDBFS: cs.Levels.PeakDBFS[i], RMSDBFS: cs.Levels.RMSDBFS[i]})
+		}
+		f.snd.SendTelemetry(rep)
 	}
 }
 
