@@ -10,6 +10,8 @@ http_port=${TANDEM_DEMO_HTTP_PORT:-8000}
 srt_port=${TANDEM_DEMO_SRT_PORT:-9000}
 stream=${TANDEM_DEMO_STREAM:-live/demo}
 logdir=$(mktemp -d /tmp/tandem-demo.XXXXXX)
+# Where the binaries are (make demo builds them into bin/).
+bin=${TANDEM_DEMO_BIN:-bin}
 
 pids=()
 stop() {
@@ -19,11 +21,14 @@ stop() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	echo "stopped. logs are in $logdir"
+	# Without exit the status loop below would go on after a signal that
+	# arrives while it is not in sleep.
+	exit 0
 }
 trap stop INT TERM EXIT
 
 TANDEM_SWITCHER_SRT_ADDR=":$srt_port" TANDEM_SWITCHER_HTTP_ADDR=":$http_port" TANDEM_SWITCHER_STATE_DIR="$logdir/switcher-state" \
-	bin/tandem-switcher >"$logdir/switcher.log" 2>&1 &
+	"$bin/tandem-switcher" >"$logdir/switcher.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do
 	curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break
@@ -40,7 +45,7 @@ mkdir -p "$logdir/appliance"
 TANDEM_STATE_DIR="$logdir/appliance" TANDEM_API_SOCKET="$logdir/appliance/api.sock" TANDEM_API_HTTP= \
 	TANDEM_FEEDS_PRIMARY_DEST="srt://127.0.0.1:$srt_port" TANDEM_FEEDS_FALLBACK_DEST="srt://127.0.0.1:$srt_port" \
 	TANDEM_DEVICE_ID="${stream#*/}" TANDEM_APP="${stream%%/*}" \
-	bin/tandem run >"$logdir/appliance.log" 2>&1 &
+	"$bin/tandem" run >"$logdir/appliance.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -57,7 +62,7 @@ cat <<MSG
   events     curl -s http://127.0.0.1:$http_port/api/v1/events
   logs       $logdir/
 
-  appliance  TANDEM_API_SOCKET=$logdir/appliance/api.sock bin/tandem status
+  appliance  TANDEM_API_SOCKET=$logdir/appliance/api.sock $bin/tandem status
   HLS        http://127.0.0.1:$http_port/$stream/index.m3u8
   metrics    curl -s http://127.0.0.1:$http_port/metrics
 

@@ -7,8 +7,8 @@ set -euo pipefail
 packages=(
 	# build: cgo for libsrt and miniaudio
 	gcc pkg-config libsrt-openssl-dev
-	# peers and tools the tests drive
-	ffmpeg srt-tools curl
+	# peers and tools the tests drive; python3 prints the demo's status line
+	ffmpeg srt-tools curl python3
 	# the two-ISP lab
 	iproute2 nftables
 	# Icecast interop and real capture (used by later parts of the suite)
