@@ -3,7 +3,6 @@
 package scripts_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,34 +13,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"tandem/scripts/e2e"
+	"tandem/scripts/logbuf"
 	"tandem/scripts/testenv"
 	"tandem/uplink/adts"
 )
-
-// syncBuffer is the demo's output, written by exec's copier and read by
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDemo runs scripts/demo.sh (what `make demo` runs) as a user would:
 // it comes on air, the switcher's output has no hole, a listener gets
@@ -97,8 +77,8 @@ func TestDemo(t *testing.T) {
 // demo is one run of scripts/demo.sh.
 type demo struct {
 	cmd     *exec.Cmd
-	out     syncBuffer
-	base    string // the switcher's HTTP address
+	out     logbuf.Buffer // the script's output
+	base    string        // the switcher's HTTP address
 	binDir  string
 	exited  chan error
 	stopped bool
