@@ -678,8 +678,9 @@ func (p *proc) closeOutput() {
 // the data arrives: ffmpeg writes each frame of a block as soon as it is
 // encoded, and waking for each cost a thread wake-up and a round of Go's
 // sysmon per frame, the largest share of the daemon's CPU. If the lag
-// says the burst is not finished, it looks again after gatherRetry, a few
-// times at most; the watchdog deals with an ffmpeg that stops.
+// says the burst is not finished (or nothing came yet), it looks again
+// after gatherRetry, doubling up to 16 times that until the next write;
+// the watchdog deals with an ffmpeg that stops.
 func (r *run) collect() {
 	p := r.p
 	if p == nil || p.outEnd {
