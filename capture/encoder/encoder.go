@@ -347,11 +347,9 @@ func (r *run) send(samples []int16, frames int64) bool {
 		p.cmd.Process.Kill()
 	default:
 		// ffmpeg closed its input or died: Run's loop sees the exit next.
-		p.mu.Lock()
 		if p.writeErr == nil {
 			p.writeErr = fmt.Errorf("writing PCM to ffmpeg: %w", err)
 		}
-		p.mu.Unlock()
 	}
 	return false
 }
@@ -553,15 +551,16 @@ type proc struct {
 	outFD   int
 	outBuf  []byte
 	outEnd  bool  // EOF or a read error seen
-	readErr error // a failed read, or output that is not ADTS
+	readErr error // a failed read
 	frameK  int64 // frames read so far, the priming frame included
 	lag     lagTracker
 	warned  bool
 
-	mu       sync.Mutex
 	reason   error // why Run killed it
 	writeErr error // the first failed write of PCM
-	waitErr  error // the process's exit status, set before done is closed
+	// waitErr is the process's exit status: the reaper sets it before it
+	// closes done. Every other field belongs to Run's goroutine.
+	waitErr error
 }
 
 // closeInput ends ffmpeg's input (it then flushes and exits).
@@ -572,8 +571,6 @@ func (p *proc) closeInput() {
 
 // fail records why Run is about to kill the process.
 func (p *proc) fail(err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.reason == nil {
 		p.reason = err
 	}
@@ -635,10 +632,7 @@ func (e *Encoder) launch(ctx context.Context, session string, start int64) (*pro
 		e.haveLast, e.lastSession, e.lastIdx = true, session, start/e.fs-1
 	}
 	go func() { // reaper
-		werr := cmd.Wait()
-		p.mu.Lock()
-		p.waitErr = werr
-		p.mu.Unlock()
+		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
@@ -647,8 +641,6 @@ func (e *Encoder) launch(ctx context.Context, session string, start int64) (*pro
 // exitErr says how the process ended; Run calls it once done is closed
 // and the output is read.
 func (p *proc) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	msg := strings.TrimSpace(p.stderr.String())
 	switch {
 	case p.reason != nil:
@@ -707,9 +699,7 @@ func (r *run) collect() {
 		}
 		p.outEnd = true // EOF, or a failed read
 		if err != nil {
-			p.mu.Lock()
 			p.readErr = err
-			p.mu.Unlock()
 		}
 		break
 	}
@@ -723,9 +713,6 @@ func (r *run) collect() {
 		err = fmt.Errorf("ffmpeg's output is not ADTS: %w", err)
 		r.e.log.Error("killing ffmpeg", "err", err)
 		p.outEnd = true
-		p.mu.Lock()
-		p.readErr = err
-		p.mu.Unlock()
 		p.fail(err)
 		p.cmd.Process.Kill()
 		return
