@@ -9,6 +9,20 @@ import (
 	"tandem/uplink/media"
 )
 
+// demuxMessages feeds msgs to a Demuxer, one message a call, and returns
+// what it found.
+func demuxMessages(t *testing.T, msgs [][]byte) *got {
+	t.Helper()
+	g, h := collect()
+	d := NewDemuxer(h)
+	for _, m := range msgs {
+		if err := d.Feed(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return g
+}
+
 // packAll feeds every message through a Packer and returns what it sent.
 func packAll(t *testing.T, msgs [][]byte) [][]byte {
 	t.Helper()
@@ -45,13 +59,7 @@ func TestPackedRoundTrip(t *testing.T) {
 	if !bytes.Equal(bytes.Join(packed, nil), bytes.Join(msgs, nil)) {
 		t.Fatal("the packed messages do not carry the muxer's packets in order")
 	}
-	g, h := collect()
-	d := NewDemuxer(h)
-	for _, m := range packed {
-		if err := d.Feed(m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g := demuxMessages(t, packed)
 	checkFrames(t, g, w)
 	if len(g.data) != len(data) {
 		t.Fatalf("%d data PES, wrote %d", len(g.data), len(data))
@@ -147,13 +155,7 @@ func TestPackerWithMuxer(t *testing.T) {
 	if len(msgs) > 300/2 {
 		t.Errorf("300 frames of 2-3 packets took %d messages, want at most 150", len(msgs))
 	}
-	g, h := collect()
-	d := NewDemuxer(h)
-	for _, b := range msgs {
-		if err := d.Feed(b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g := demuxMessages(t, msgs)
 	checkFrames(t, g, w)
 	if len(g.data) != 7 {
 		t.Errorf("%d telemetry PES, wrote 7", len(g.data))
