@@ -70,11 +70,11 @@ type poller struct {
 	dconn []*Conn // dconn[i] owns dr[i]
 	dmem  [3]unsafe.Pointer
 
-	// Diagnostics (tests): waits in libsrt, events dispatched, safety-net drains, safety-
-	// net drains that found data (an upper bound on lost edges: a real
-	// event racing with the tick also counts), messages drained, drain
-	// calls, sockets unsubscribed after ERR, and events carrying bits we
-	// did not subscribe to.
+	// Diagnostics (tests): waits in libsrt, events dispatched, safety-net
+	// drains, safety-net drains that found data (an upper bound on lost
+	// edges: a real event racing with the tick also counts), messages
+	// drained, drain calls, sockets unsubscribed after ERR, and events
+	// carrying bits we did not subscribe to.
 	waits     atomic.Int64
 	events    atomic.Int64
 	pokes     atomic.Int64
